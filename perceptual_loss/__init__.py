@@ -1,0 +1,43 @@
+"""perceptual-loss: frozen, checkpoint-free perceptual losses for PyTorch training loops.
+
+>>> from perceptual_loss import PerceptualLoss, StyleLoss, LPIPSLoss
+"""
+
+import logging
+
+from .backbones import TAPS, FeatureExtractor, available_taps
+from .distances import (
+    feature_distance,
+    gram_matrices,
+    gram_matrix,
+    lpips_distance,
+    normalize_channels,
+    style_distance,
+)
+from .frozen import FrozenModule
+from .losses import LPIPSLoss, PerceptualLoss, StyleLoss
+from .weights import InvalidWeightsError, MissingWeightsError, imagenet_weights_path
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "TAPS",
+    "FeatureExtractor",
+    "FrozenModule",
+    "InvalidWeightsError",
+    "LPIPSLoss",
+    "MissingWeightsError",
+    "PerceptualLoss",
+    "StyleLoss",
+    "__version__",
+    "available_taps",
+    "feature_distance",
+    "gram_matrices",
+    "gram_matrix",
+    "imagenet_weights_path",
+    "lpips_distance",
+    "normalize_channels",
+    "style_distance",
+]

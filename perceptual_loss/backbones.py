@@ -1,0 +1,212 @@
+"""Frozen, truncated torchvision backbones that return named intermediate features ("taps").
+
+The tap tables map a layer name to its index in torchvision's ``model.features``:
+
+- ``vgg16`` / ``vgg19``: ``convB_I`` (pre-activation), ``reluB_I`` and ``poolB`` for block ``B``
+  and layer ``I``, e.g. VGG16 ``relu3_3`` is index 15; VGG19 ``conv5_4`` is 34, ``relu5_4`` 35.
+- ``alexnet``: ``conv1..conv5``, ``relu1..relu5``, ``pool1``, ``pool2``, ``pool5``.
+- ``squeezenet1_1``: ``conv1``, ``relu1``, ``pool1``, ``fire2..fire9`` (outputs of the Fire
+  modules, post-activation), ``pool2``, ``pool3``.
+
+``conv`` taps hold pre-activation values although torchvision's ReLUs work in place: the ReLU right
+after a tapped convolution is made out-of-place (only that one, so memory stays as the bare net).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+
+from .frozen import FrozenModule
+from .weights import WeightsArg, load_backbone_state
+
+logger = logging.getLogger(__name__)
+
+Features = dict[str, Tensor]
+"""Named features of one image batch: ``{tap: (N, C_tap, H_tap, W_tap)}``."""
+
+
+def _vgg_taps(convs_per_block: Sequence[int]) -> dict[str, int]:
+    taps: dict[str, int] = {}
+    index = 0
+    for block, convs in enumerate(convs_per_block, start=1):
+        for layer in range(1, convs + 1):
+            taps[f"conv{block}_{layer}"] = index
+            taps[f"relu{block}_{layer}"] = index + 1
+            index += 2
+        taps[f"pool{block}"] = index
+        index += 1
+    return taps
+
+
+TAPS: dict[str, dict[str, int]] = {
+    "vgg16": _vgg_taps((2, 2, 3, 3, 3)),
+    "vgg19": _vgg_taps((2, 2, 4, 4, 4)),
+    "alexnet": {
+        "conv1": 0, "relu1": 1, "pool1": 2,
+        "conv2": 3, "relu2": 4, "pool2": 5,
+        "conv3": 6, "relu3": 7,
+        "conv4": 8, "relu4": 9,
+        "conv5": 10, "relu5": 11, "pool5": 12,
+    },  # fmt: skip
+    "squeezenet1_1": {
+        "conv1": 0, "relu1": 1, "pool1": 2,
+        "fire2": 3, "fire3": 4, "pool2": 5,
+        "fire4": 6, "fire5": 7, "pool3": 8,
+        "fire6": 9, "fire7": 10, "fire8": 11, "fire9": 12,
+    },  # fmt: skip
+}
+"""Tap name -> index in torchvision's ``model.features``, per backbone."""
+
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": models.vgg16,
+    "vgg19": models.vgg19,
+    "alexnet": models.alexnet,
+    "squeezenet1_1": models.squeezenet1_1,
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def available_taps(backbone: str) -> list[str]:
+    """The tap names of ``backbone`` in network order."""
+    return list(_tap_table(backbone))
+
+
+def _tap_table(backbone: str) -> dict[str, int]:
+    if backbone not in TAPS:
+        raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(TAPS)}.")
+    return TAPS[backbone]
+
+
+class FeatureExtractor(FrozenModule):
+    """A frozen torchvision backbone, truncated at its deepest tap, returning named features.
+
+    Normalisation is inside: images in ``input_range`` are mapped to ``[0, 1]`` and then to
+    ``(x - mean) / std`` per channel (ImageNet statistics by default) before the first layer.
+
+    Args:
+        backbone: ``"vgg16"`` | ``"vgg19"`` | ``"alexnet"`` | ``"squeezenet1_1"``.
+        taps: layer names from :data:`TAPS` (see :func:`available_taps`).
+        weights: ``"imagenet"`` (default) | path | ``None`` (random, tests only); see
+            :mod:`perceptual_loss.weights`.
+        input_range: ``(low, high)`` of the images passed in, e.g. ``(0, 1)`` or ``(-1, 1)``.
+        mean, std: per-channel statistics applied to ``[0, 1]`` images (ImageNet's by default;
+            ``(0.5,)*3, (0.5,)*3`` feeds the network ``[-1, 1]`` images, as LPIPS v0.0 did).
+
+    Shape:
+        - Input: ``(N, 3, H, W)`` with ``H, W >= min_size``, values in ``input_range``.
+        - Output: ``{tap: (N, C_tap, H_tap, W_tap)}`` for each requested tap.
+
+    Example:
+        >>> extractor = FeatureExtractor("vgg16", ["relu1_2", "relu2_2"], weights=None)
+        >>> {k: tuple(v.shape) for k, v in extractor(torch.rand(2, 3, 32, 32)).items()}
+        {'relu1_2': (2, 64, 32, 32), 'relu2_2': (2, 128, 16, 16)}
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        taps: Sequence[str],
+        weights: WeightsArg = "imagenet",
+        input_range: tuple[float, float] = (0.0, 1.0),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        table = _tap_table(backbone)
+        if isinstance(taps, str) or not taps:
+            raise ValueError(f"taps must be a non-empty list of layer names, e.g. ['relu2_2']; got {taps!r}.")
+        unknown = [t for t in taps if t not in table]
+        if unknown:
+            raise ValueError(f"Unknown layer name(s) {unknown} for {backbone}; valid names: {', '.join(table)}.")
+        low, high = _check_range_arg(input_range)
+
+        self.backbone = backbone
+        self.taps: tuple[str, ...] = tuple(dict.fromkeys(taps))
+        self.input_range = (low, high)
+        self._tap_at: dict[int, str] = {table[t]: t for t in self.taps}
+        last = max(self._tap_at)
+
+        # Build on the meta device: no memory and no init for the layers we drop (the classifier
+        # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
+        with torch.device("meta"):
+            full = _CONSTRUCTORS[backbone](weights=None)
+        layers: nn.Sequential = full.features[: last + 1]  # type: ignore[index,assignment]
+        self.min_size = _min_input_size(layers, self._tap_at)
+        state = load_backbone_state(backbone, weights, full.state_dict())
+        layers = layers.to_empty(device="cpu")
+        if state is None:
+            _random_init(layers)
+            logger.info("%s initialised with random weights (weights=None): for tests only", backbone)
+        else:
+            kept = {k: v for k, v in state.items() if int(k.split(".", 1)[0]) <= last}
+            layers.load_state_dict(kept, strict=True)
+        for index, name in self._tap_at.items():
+            after = index + 1
+            if name.startswith("conv") and after < len(layers) and isinstance(layers[after], nn.ReLU):
+                layers[after].inplace = False
+        self.layers = layers
+
+        # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std
+        mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        scale = 1.0 / ((high - low) * std_t)
+        shift = (-low / (high - low) - mean_t) / std_t
+        self.scale = nn.Parameter(scale.view(1, 3, 1, 1))
+        self.shift = nn.Parameter(shift.view(1, 3, 1, 1))
+        self.freeze()
+
+    def forward(self, images: Tensor) -> Features:
+        """Run the truncated backbone; ``images``: ``(N, 3, H, W)`` in ``input_range``."""
+        x = images * self.scale + self.shift
+        features: Features = {}
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            name = self._tap_at.get(index)
+            if name is not None:
+                features[name] = x
+        return features
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}"
+
+
+def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}.") from None
+    if not high > low:
+        raise ValueError(f"input_range must have low < high, e.g. (0, 1); got {input_range!r}.")
+    return low, high
+
+
+def _min_input_size(layers: nn.Sequential, tap_at: Mapping[int, str], limit: int = 1024) -> int:
+    """Smallest square input for which every tap has at least a 1x1 feature map (meta run)."""
+    last = max(tap_at)
+    for size in range(1, limit + 1):
+        x = torch.empty(1, 3, size, size, device="meta")
+        try:
+            for index, layer in enumerate(layers):
+                x = layer(x)
+                if index == last:
+                    break
+        except RuntimeError:
+            continue
+        if min(x.shape[-2:]) >= 1:
+            return size
+    raise ValueError(f"No input size up to {limit} fits these layers.")  # pragma: no cover
+
+
+def _random_init(layers: nn.Module) -> None:
+    """torchvision's VGG init for every conv (weights=None is for tests only)."""
+    for module in layers.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

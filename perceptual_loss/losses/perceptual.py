@@ -1,0 +1,72 @@
+"""Feature-reconstruction ("perceptual", "content", "VGG") loss of Johnson et al. (2016)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..backbones import FeatureExtractor, Features
+from ..distances import DISTANCES, Distance, feature_distance
+from ..validation import Grayscale
+from ..weights import WeightsArg
+from ._base import FeatureLoss, Layers, Reduction, parse_layers
+
+
+class PerceptualLoss(FeatureLoss):
+    """Weighted distance between frozen-backbone features of ``pred`` and ``target``.
+
+    ``loss = sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` (``l1``) or its squared form (``l2``,
+    Johnson et al.'s feature reconstruction loss), averaged over the batch by default.
+
+    Args:
+        layers: names of the taps to compare (weight 1 each), or ``{name: weight}``. Names follow
+            :data:`perceptual_loss.TAPS`, e.g. ``relu2_2``, ``conv5_4``, ``pool3``.
+        backbone: ``"vgg16"`` | ``"vgg19"`` (also ``"alexnet"``, ``"squeezenet1_1"``).
+        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared).
+        reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"``.
+        weights: ``"imagenet"`` (default, torchvision's weights through the torch hub cache) |
+            path to a local file | ``None`` (random, for tests only).
+        input_range: value range of the images, ``(0, 1)`` or ``(-1, 1)``; normalised inside.
+        grayscale: ``"repeat"`` accepts 1-channel images by repeating them to RGB.
+        check_inputs: check the target's value range (one host sync per call); set ``False`` in
+            a tuned training loop. Shape, dtype and device checks always run (they are free).
+
+    Shape:
+        - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``.
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> loss = PerceptualLoss({"relu2_2": 1.0, "relu3_3": 0.5}, weights=None)
+        >>> x = torch.rand(2, 3, 32, 32, requires_grad=True)
+        >>> value = loss(x, torch.rand(2, 3, 32, 32))
+        >>> value.backward()
+        >>> value.shape, x.grad.shape
+        (torch.Size([]), torch.Size([2, 3, 32, 32]))
+
+    ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``.
+    """
+
+    def __init__(
+        self,
+        layers: Layers = ("relu2_2",),
+        backbone: str = "vgg16",
+        distance: Distance = "l1",
+        reduction: Reduction = "mean",
+        weights: WeightsArg = "imagenet",
+        input_range: tuple[float, float] = (0.0, 1.0),
+        grayscale: Grayscale = None,
+        check_inputs: bool = True,
+    ) -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        layer_weights = parse_layers(layers)
+        extractor = FeatureExtractor(backbone, list(layer_weights), weights=weights, input_range=input_range)
+        super().__init__(extractor, reduction, check_inputs, grayscale)
+        self.layer_weights = layer_weights
+        self.distance = distance
+
+    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        """``(N,)`` weighted feature distance; see :func:`perceptual_loss.feature_distance`."""
+        return feature_distance(pred_features, target, self.layer_weights, self.distance)
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layer_weights}, distance={self.distance!r}, reduction={self.reduction!r}"

@@ -1,0 +1,74 @@
+"""Gram-matrix style loss of Gatys et al. (2016)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..backbones import FeatureExtractor, Features
+from ..distances import DISTANCES, Distance, gram_matrices, style_distance
+from ..validation import Grayscale
+from ..weights import WeightsArg
+from ._base import FeatureLoss, Layers, Reduction, parse_layers
+
+JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+"""Johnson et al.'s style layers on VGG16, the default."""
+
+
+class StyleLoss(FeatureLoss):
+    """Weighted distance between Gram matrices of frozen-backbone features.
+
+    ``G_l = F_l F_l^T / (C_l H_l W_l)`` for features ``F_l`` of shape ``(C_l, H_l W_l)``, always in
+    float32 (also under autocast: no fp16 overflow), and
+    ``loss = sum_l w_l * mean_{ij} (G_l(pred) - G_l(target))_{ij}^2`` (``l2``, default) or absolute.
+
+    Args:
+        layers: tap names (weight 1 each) or ``{name: weight}``; default Johnson et al.'s
+            ``relu1_2, relu2_2, relu3_3, relu4_3``.
+        backbone, weights, input_range, grayscale, check_inputs: as for
+            :class:`~perceptual_loss.PerceptualLoss`.
+        distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Shape:
+        - pred: ``(N, 3, H, W)``; target: ``(N or 1, 3, H', W')``: Gram matrices do not need equal
+          sizes, and a single style image is compared with every prediction.
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> loss = StyleLoss(weights=None)
+        >>> style = torch.rand(1, 3, 48, 48)
+        >>> loss(torch.rand(4, 3, 32, 32), style).shape
+        torch.Size([])
+    """
+
+    same_size = False
+
+    def __init__(
+        self,
+        layers: Layers = JOHNSON_STYLE_LAYERS,
+        backbone: str = "vgg16",
+        distance: Distance = "l2",
+        reduction: Reduction = "mean",
+        weights: WeightsArg = "imagenet",
+        input_range: tuple[float, float] = (0.0, 1.0),
+        grayscale: Grayscale = None,
+        check_inputs: bool = True,
+    ) -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        layer_weights = parse_layers(layers)
+        extractor = FeatureExtractor(backbone, list(layer_weights), weights=weights, input_range=input_range)
+        super().__init__(extractor, reduction, check_inputs, grayscale)
+        self.layer_weights = layer_weights
+        self.distance = distance
+
+    def prepare_target(self, features: Features) -> Features:
+        """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
+        return gram_matrices(features)
+
+    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        """``(N,)`` weighted Gram distance; see :func:`perceptual_loss.style_distance`."""
+        return style_distance(pred_features, target, self.layer_weights, self.distance)
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layer_weights}, distance={self.distance!r}, reduction={self.reduction!r}"

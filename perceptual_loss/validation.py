@@ -1,0 +1,122 @@
+"""Input checks shared by every loss: cheap, with the fix in every message, switchable off.
+
+Shape, dtype, channel, device and size checks read only tensor metadata. The range check reads
+values (one ``aminmax`` and one host read per call), is skipped while ``torch.compile`` traces
+(so it never breaks a graph) and goes away with ``check_inputs=False`` on any loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+Grayscale = Optional[Literal["repeat"]]
+
+RANGE_TOLERANCE = 0.25
+"""Values may leave ``input_range`` by this fraction of its width before the range check fires:
+resampled images overshoot a little; ``[0, 255]`` or ``[-1, 1]`` data given for ``(0, 1)`` does not."""
+
+
+def check_image(x: Tensor, name: str, grayscale: Grayscale = None) -> Tensor:
+    """Check one ``(N, 3, H, W)`` floating-point image batch; returns it (repeated if grayscale).
+
+    Raises:
+        TypeError: not a tensor, or an integer/bool dtype.
+        ValueError: not 4-D, or a channel count other than 3 (1 is allowed with
+            ``grayscale="repeat"``).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W); got {type(x).__name__}.")
+    if x.dim() != 4:
+        hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
+        raise ValueError(f"{name} must be 4-D (N, 3, H, W); got shape {tuple(x.shape)}.{hint}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; expected a floating-point image. Convert 8-bit images with "
+            f"x.float() / 255 for input_range=(0, 1)."
+        )
+    channels = x.shape[1]
+    if channels == 1 and grayscale == "repeat":
+        return x.expand(-1, 3, -1, -1)
+    if channels != 3:
+        fix = " Pass grayscale='repeat' to repeat a single channel as RGB." if channels == 1 else ""
+        raise ValueError(f"{name} must have 3 channels (RGB) in dim 1; got shape {tuple(x.shape)}.{fix}")
+    return x
+
+
+def check_pair(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    min_size: int,
+    layers_note: str,
+    grayscale: Grayscale = None,
+    same_size: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Check a prediction/target pair of image batches; returns them (grayscale repeated).
+
+    Args:
+        min_size: smallest allowed height and width.
+        layers_note: names the layers that impose ``min_size`` (for the message).
+        same_size: require equal shapes; otherwise only equal channels and a target batch of
+            ``N`` or ``1`` (style targets).
+
+    Raises:
+        TypeError, ValueError: see :func:`check_image`; plus mismatched shapes or devices and
+            images smaller than ``min_size``.
+    """
+    pred = check_image(pred, "pred", grayscale)
+    target = check_image(target, "target", grayscale)
+    if pred.device != target.device:
+        raise ValueError(f"pred is on {pred.device} but target is on {target.device}; move both to one device.")
+    if same_size and pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}.")
+    if not same_size and target.shape[0] not in (1, pred.shape[0]):
+        raise ValueError(
+            f"target must have batch size 1 or the same as pred ({pred.shape[0]}); got {tuple(target.shape)}."
+        )
+    for name, x in (("pred", pred), ("target", target)):
+        if min(x.shape[-2:]) < min_size:
+            raise ValueError(
+                f"{name} of size {x.shape[-2]}x{x.shape[-1]} is too small for {layers_note}: height and "
+                f"width must be at least {min_size}. Use larger images or shallower layers."
+            )
+    return pred, target
+
+
+def check_range(pred: Tensor, target: Tensor, input_range: tuple[float, float], warned: list[bool]) -> None:
+    """Error if ``target`` is clearly outside ``input_range``; log a warning once for ``pred``.
+
+    The prediction only gets a warning: a network's output legitimately overshoots during training
+    and a days-long run should not die of it. The target is data, so a wrong range is a bug.
+    ``warned`` is a one-element list owned by the caller to warn only once.
+    """
+    if torch.compiler.is_compiling():
+        return
+    low, high = input_range
+    margin = RANGE_TOLERANCE * (high - low)
+    t_min, t_max, p_min, p_max = torch.stack([*torch.aminmax(target.detach()), *torch.aminmax(pred.detach())]).tolist()
+    if t_min < low - margin or t_max > high + margin:
+        raise ValueError(
+            f"target values span [{t_min:.3g}, {t_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "
+            f"{_range_hint(t_min, t_max, low, high)} Pass check_inputs=False to skip this check."
+        )
+    if not warned[0] and (p_min < low - margin or p_max > high + margin):
+        warned[0] = True
+        logger.warning(
+            "pred values span [%.3g, %.3g], clearly outside input_range=(%g, %g). %s (warned once)",
+            p_min, p_max, low, high, _range_hint(p_min, p_max, low, high),
+        )
+
+
+def _range_hint(v_min: float, v_max: float, low: float, high: float) -> str:
+    if v_max > 2 * max(abs(high), 1.0) and v_max <= 255.5:
+        return "This looks like [0, 255] data: divide by 255, or set input_range=(0, 255)."
+    if v_min < low and v_min >= -1.0 - RANGE_TOLERANCE and (low, high) == (0.0, 1.0):
+        return "This looks like [-1, 1] data: use input_range=(-1, 1), or map it with (x + 1) / 2."
+    return f"Rescale the images to ({low:g}, {high:g}) or set input_range to their range."

@@ -1,0 +1,221 @@
+"""Where the frozen networks' weights come from, checked strictly.
+
+Backbone weights (``weights=`` everywhere in the library):
+
+- ``"imagenet"`` (default): torchvision's ImageNet weights through torchvision's weights API and
+  the torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded when missing and online;
+- a ``str`` or ``pathlib.Path``: a local file holding a full torchvision state dict of the
+  architecture or only its ``features`` part (keys with or without the ``features.`` prefix);
+- ``None``: random initialisation, **for tests only**: random features are not perceptual.
+
+LPIPS' linear heads come from the files the ``lpips`` package ships (``lpips/weights/v*/``).
+
+Every file is read with ``torch.load(weights_only=True)`` (no code runs while unpickling) and its
+keys and shapes must match the architecture exactly: a mismatch is an error, never random weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor
+from torchvision import models
+
+logger = logging.getLogger(__name__)
+
+WeightsArg = Union[str, os.PathLike, None]
+"""``"imagenet"`` | path to a local file | ``None`` (random, for tests only)."""
+
+IMAGENET_WEIGHTS: dict[str, models.WeightsEnum] = {
+    "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
+    "vgg19": models.VGG19_Weights.IMAGENET1K_V1,
+    "alexnet": models.AlexNet_Weights.IMAGENET1K_V1,
+    "squeezenet1_1": models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
+}
+"""The torchvision weights that ``weights="imagenet"`` means, per backbone (LPIPS used these)."""
+
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+LPIPS_VERSIONS = ("0.1", "0.0")
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are neither cached nor downloadable, or a given file does not exist."""
+
+
+class InvalidWeightsError(ValueError):
+    """A weights file is unreadable, or its keys or shapes do not match the architecture."""
+
+
+def imagenet_weights_path(backbone: str) -> Path:
+    """The file torchvision reads ImageNet weights of ``backbone`` from (it may not exist yet)."""
+    url = IMAGENET_WEIGHTS[backbone].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+    """Read and check the weights of ``backbone``.
+
+    Args:
+        backbone: a key of :data:`IMAGENET_WEIGHTS`.
+        weights: ``"imagenet"`` | path | ``None`` (see module doc).
+        expected: the full torchvision model's state dict (meta tensors are enough): the keys and
+            shapes the file must have.
+
+    Returns:
+        ``None`` for ``weights=None``; otherwise the ``features`` part of the state dict, with keys
+        relative to ``model.features`` (``"0.weight"``, ...).
+
+    Raises:
+        MissingWeightsError: no cached file and no download possible, or the path does not exist.
+        InvalidWeightsError: unreadable file, or keys/shapes that do not match ``backbone``.
+        TypeError: ``weights`` of another type.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        state, source = _load_imagenet(backbone), imagenet_weights_path(backbone)
+    elif isinstance(weights, (str, os.PathLike)):
+        source = Path(weights).expanduser()
+        state = _load_file(source, what=f"{backbone} weights")
+    else:
+        raise TypeError(
+            f"weights must be 'imagenet', a path to a weights file, or None (random, tests only); got {weights!r}"
+        )
+    return _features_part(state, expected, backbone, source)
+
+
+def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
+    enum = IMAGENET_WEIGHTS[backbone]
+    cached = imagenet_weights_path(backbone)
+    exists = cached.is_file()
+    try:
+        # The real path: torchvision's weights API, through the torch hub cache; it downloads (and
+        # verifies the file's hash) when the file is not cached yet.
+        return enum.get_state_dict(progress=not exists, check_hash=True, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix in the message
+        if exists:
+            raise InvalidWeightsError(
+                f"Could not read the cached ImageNet weights of {backbone} at {cached}: {error}. "
+                f"The file may be truncated or corrupt: delete it and run again to re-download, "
+                f"or pass weights=<path to a good copy>."
+            ) from error
+        raise MissingWeightsError(
+            f"ImageNet weights for {backbone} are not available: expected the file {cached.name!r} in "
+            f"the torch hub cache {cached.parent} (set by $TORCH_HOME), and downloading it from "
+            f"{enum.url} failed ({type(error).__name__}: {error}). Either (1) download that file on a "
+            f"machine with internet and copy it to {cached}, or (2) pass weights='/path/to/{cached.name}' "
+            f"(a torchvision state dict of {backbone}, full or features-only). weights=None gives "
+            f"random weights, which are for tests only."
+        ) from error
+
+
+def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
+    if not path.is_file():
+        raise MissingWeightsError(f"The {what} file {str(path)!r} does not exist. Check the path.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise InvalidWeightsError(
+            f"Could not read the {what} file {str(path)!r} with torch.load(weights_only=True): "
+            f"{type(error).__name__}: {error}. Expected a state dict (a mapping of names to tensors) "
+            f"saved with torch.save; the file may be truncated, corrupt, or not a PyTorch file."
+        ) from error
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InvalidWeightsError(
+            f"The {what} file {str(path)!r} does not hold a state dict (a mapping of names to tensors); "
+            f"got {type(state).__name__}."
+        )
+    return state
+
+
+def _features_part(
+    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], backbone: str, source: Path
+) -> dict[str, Tensor]:
+    """Accept a full state dict or a features-only one (with or without ``features.``)."""
+    expected_features = {k[len("features.") :]: v for k, v in expected.items() if k.startswith("features.")}
+    keys = set(state)
+    if keys == set(expected):
+        reference, features = expected, {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+    elif keys == {f"features.{k}" for k in expected_features}:
+        reference, features = expected, {k[len("features.") :]: v for k, v in state.items()}
+    else:
+        reference, features = expected_features, dict(state)
+        if keys != set(expected_features):
+            full_missing = sorted(set(expected) - keys)
+            feature_missing = sorted(set(expected_features) - keys)
+            missing = full_missing if len(full_missing) < len(feature_missing) else feature_missing
+            unexpected = sorted(keys - set(expected) - set(expected_features))
+            raise InvalidWeightsError(
+                f"The weights in {source} do not match torchvision's {backbone}: "
+                f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}. Expected a full "
+                f"torchvision {backbone} state dict or its 'features' part (keys like 'features.0.weight' "
+                f"or '0.weight'). Nothing was loaded."
+            )
+    prefix = "features." if reference is expected else ""
+    wrong = [
+        f"{prefix}{k}: {tuple(v.shape)} (expected {tuple(reference[prefix + k].shape)})"
+        for k, v in features.items()
+        if v.shape != reference[prefix + k].shape
+    ]
+    if reference is expected:
+        wrong += [
+            f"{k}: {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+            for k, v in state.items()
+            if not k.startswith("features.") and v.shape != expected[k].shape
+        ]
+    if wrong:
+        raise InvalidWeightsError(
+            f"The weights in {source} have the keys of {backbone} but wrong shapes: {_few(wrong)}. "
+            f"They belong to another architecture. Nothing was loaded."
+        )
+    return features
+
+
+def _few(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit]) or "none"
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def lpips_heads_path(net: str, version: str) -> Path:
+    """The linear-head file that the ``lpips`` package ships for ``net`` and ``version``."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeightsError(
+            "LPIPS' linear heads come from the 'lpips' package, which is not installed: "
+            "pip install lpips (or pass head_weights=<path to lin weights .pth>)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / f"v{version}" / f"{net}.pth"
+
+
+def load_lpips_heads(net: str, version: str, channels: tuple[int, ...], path: WeightsArg = None) -> list[Tensor]:
+    """Read LPIPS' linear heads: one ``(1, C_k, 1, 1)`` non-bias 1x1 convolution weight per tap.
+
+    Args:
+        net: ``"alex"`` | ``"vgg"`` | ``"squeeze"``.
+        version: ``"0.1"`` | ``"0.0"``.
+        channels: the channel count of each tap, in order.
+        path: a file with the same keys as lpips' (``lin{k}.model.1.weight``); ``None`` for the
+            file the ``lpips`` wheel ships.
+
+    Raises:
+        MissingWeightsError, InvalidWeightsError: as for backbones.
+    """
+    source = lpips_heads_path(net, version) if path is None else Path(path).expanduser()
+    state = _load_file(source, what=f"LPIPS {net} v{version} linear-head")
+    expected = {f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(channels)}
+    if set(state) != set(expected):
+        raise InvalidWeightsError(
+            f"The LPIPS head file {source} does not match net={net!r}: missing keys "
+            f"{_few(sorted(set(expected) - set(state)))}, unexpected keys {_few(sorted(set(state) - set(expected)))}."
+        )
+    wrong = [f"{k}: {tuple(state[k].shape)} (expected {s})" for k, s in expected.items() if tuple(state[k].shape) != s]
+    if wrong:
+        raise InvalidWeightsError(f"The LPIPS head file {source} has wrong shapes for net={net!r}: {_few(wrong)}.")
+    return [state[k].float() for k in expected]
