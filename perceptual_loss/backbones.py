@@ -178,6 +178,8 @@ class FeatureExtractor(FrozenModule):
 
 def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:
     try:
+        if isinstance(input_range, (str, bytes)):
+            raise TypeError
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
         raise ValueError(f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}.") from None

@@ -96,15 +96,19 @@ def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
     cached = imagenet_weights_path(backbone)
     exists = cached.is_file()
     try:
-        # The real path: torchvision's weights API, through the torch hub cache; it downloads (and
-        # verifies the file's hash) when the file is not cached yet.
-        return enum.get_state_dict(progress=not exists, check_hash=True, map_location="cpu", weights_only=True)
+        if exists:
+            # The file torchvision's weights API caches, memory-mapped: only the layers we keep
+            # are ever read (VGG's classifier is 90% of the file).
+            return torch.load(cached, map_location="cpu", weights_only=True, mmap=True)
+        # Not cached: torchvision's weights API downloads it into the torch hub cache and
+        # verifies the file's hash.
+        return enum.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the fix in the message
         if exists:
             raise InvalidWeightsError(
-                f"Could not read the cached ImageNet weights of {backbone} at {cached}: {error}. "
-                f"The file may be truncated or corrupt: delete it and run again to re-download, "
-                f"or pass weights=<path to a good copy>."
+                f"Could not read the cached ImageNet weights of {backbone} at {cached} "
+                f"({type(error).__name__}; details above). The file may be truncated or corrupt: "
+                f"delete it and run again to re-download, or pass weights=<path to a good copy>."
             ) from error
         raise MissingWeightsError(
             f"ImageNet weights for {backbone} are not available: expected the file {cached.name!r} in "
@@ -123,9 +127,10 @@ def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise InvalidWeightsError(
-            f"Could not read the {what} file {str(path)!r} with torch.load(weights_only=True): "
-            f"{type(error).__name__}: {error}. Expected a state dict (a mapping of names to tensors) "
-            f"saved with torch.save; the file may be truncated, corrupt, or not a PyTorch file."
+            f"Could not read the {what} file {str(path)!r} with torch.load(weights_only=True) "
+            f"({type(error).__name__}; details above). Expected a state dict (names to tensors) saved "
+            f"with torch.save; the file may be truncated, corrupt, not a PyTorch file, or hold objects "
+            f"other than tensors, which are refused because unpickling them could run code."
         ) from error
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InvalidWeightsError(

@@ -1,0 +1,324 @@
+"""Speed and memory of the library's losses against the bare truncated torchvision backbone.
+
+What is measured: one training-like step per case, ``loss(pred, target).backward()`` with ``pred``
+a leaf that requires grad and ``target`` a plain tensor (the same two tensors for every case).
+
+Cases: ``PerceptualLoss`` (VGG16 relu2_2..relu5_3, with and without ``check_inputs``; VGG19
+conv5_4), ``StyleLoss`` (default layers), ``LPIPSLoss`` (vgg, alex, squeeze) and, when the package
+is importable, the peer ``lpips.LPIPS(net="vgg")`` fed the same images mapped to ``[-1, 1]``
+(note: lpips runs the target with autograd and its linear heads require grad: its real behaviour).
+The losses are built with ``weights=None``: random weights cost the same time and memory.
+
+The floor of a case is the bare truncated backbone that any loss on those layers has to run:
+``torchvision.models.<arch>(weights=None).features[:last + 1]`` (frozen, eval), input normalised
+the plain way ``(x - mean) / std``, pred with autograd, target under ``torch.no_grad()``, an L1
+(mean absolute difference) of the last layer's outputs, backward to pred. Ratios are loss / floor.
+
+Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter``, CUDA
+synchronised), with all cases interleaved round-robin inside each iteration so that drift of the
+machine hits every case alike. ``torch``'s default thread count is kept.
+
+Peak memory of one step above the memory held before it (inputs, weights):
+- CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step.
+- CPU: each case runs in a fresh child process (this script with ``--single CASE``) that builds
+  the case, runs 2 warm-up steps, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``),
+  then reports peak RSS (``VmHWM``) minus RSS (``VmRSS``) over one more step. The child sets
+  ``MALLOC_MMAP_THRESHOLD_`` to 64 KiB so every tensor is its own mapping, returned to the OS on
+  free: RSS then follows the live tensors instead of glibc's free lists. Linux only.
+
+Run (about 3 minutes on 2 CPU cores with the defaults)::
+
+    python bench/bench_losses.py                       # all cases, CPU (or CUDA if available)
+    python bench/bench_losses.py --device cuda --batch 16 --size 256 --out bench/results.md
+    python bench/bench_losses.py --cases perceptual-vgg16,lpips-alex --iters 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from perceptual_loss import LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
+from perceptual_loss.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+WARMUP = 2
+Step = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The bare backbone ``torchvision.models.<arch>(weights=None).features[: last + 1]``."""
+
+    arch: str
+    last: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch}[:{self.last + 1}]"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A loss to time against its floor; ``signed`` feeds it the images mapped to ``[-1, 1]``."""
+
+    key: str
+    label: str
+    floor: Floor
+    build: Callable[[], nn.Module]
+    signed: bool = False
+
+
+def _lpips_peer(net: str) -> nn.Module:
+    import lpips  # noqa: PLC0415 - an optional peer: a missing package skips its row
+
+    with warnings.catch_warnings():  # lpips builds its trunk with torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore")
+        return lpips.LPIPS(net=net, verbose=False, pnet_rand=True)
+
+
+VGG16_TO_RELU5_3, VGG19_TO_CONV5_4, VGG16_TO_RELU4_3 = Floor("vgg16", 29), Floor("vgg19", 34), Floor("vgg16", 22)
+CASES: tuple[Case, ...] = (
+    Case(
+        "perceptual-vgg16",
+        "PerceptualLoss vgg16 relu2_2,3_3,4_3,5_3",
+        VGG16_TO_RELU5_3,
+        lambda: PerceptualLoss(["relu2_2", "relu3_3", "relu4_3", "relu5_3"], weights=None),
+    ),
+    Case(
+        "perceptual-vgg16-nocheck",
+        "PerceptualLoss vgg16 relu2_2,3_3,4_3,5_3, check_inputs=False",
+        VGG16_TO_RELU5_3,
+        lambda: PerceptualLoss(["relu2_2", "relu3_3", "relu4_3", "relu5_3"], weights=None, check_inputs=False),
+    ),
+    Case(
+        "perceptual-vgg19",
+        "PerceptualLoss vgg19 conv5_4",
+        VGG19_TO_CONV5_4,
+        lambda: PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19", weights=None),
+    ),
+    Case("style-vgg16", "StyleLoss vgg16 relu1_2,2_2,3_3,4_3", VGG16_TO_RELU4_3, lambda: StyleLoss(weights=None)),
+    Case("lpips-vgg", "LPIPSLoss vgg", VGG16_TO_RELU5_3, lambda: LPIPSLoss(net="vgg", weights=None)),
+    Case("peer-lpips-vgg", "peer: lpips.LPIPS vgg", VGG16_TO_RELU5_3, lambda: _lpips_peer("vgg"), signed=True),
+    Case("lpips-alex", "LPIPSLoss alex", Floor("alexnet", 11), lambda: LPIPSLoss(net="alex", weights=None)),
+    Case("lpips-squeeze", "LPIPSLoss squeeze", Floor("squeezenet1_1", 12), lambda: LPIPSLoss(net="squeeze", weights=None)),
+)
+CASE_BY_KEY = {case.key: case for case in CASES}
+FLOOR_BY_KEY = {case.floor.key: case.floor for case in CASES}
+SKIPPABLE = (ImportError, MissingWeightsError)
+"""Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
+
+
+@dataclass
+class Inputs:
+    """One image pair, in ``[0, 1]`` and (same values) in ``[-1, 1]``; ``pred*`` require grad."""
+
+    pred: Tensor
+    target: Tensor
+    pred_signed: Tensor
+    target_signed: Tensor
+
+    @classmethod
+    def random(cls, shape: tuple[int, ...], device: torch.device) -> Inputs:
+        generator = torch.Generator().manual_seed(0)
+        pred, target = (torch.rand(shape, generator=generator).to(device) for _ in range(2))
+        return cls(pred.requires_grad_(), target, (2 * pred - 1).detach().requires_grad_(), 2 * target - 1)
+
+    def clear_grads(self) -> None:
+        self.pred.grad = self.pred_signed.grad = None
+
+
+def floor_step(floor: Floor, inputs: Inputs, device: torch.device) -> Step:
+    """The bare truncated backbone: plain normalisation, L1 on the last output, backward to pred."""
+    net = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
+    net = net.to(device).eval().requires_grad_(False)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def step() -> None:
+        inputs.clear_grads()
+        out = net((inputs.pred - mean) / std)
+        with torch.no_grad():
+            ref = net((inputs.target - mean) / std)
+        (out - ref).abs().mean().backward()
+
+    return step
+
+
+def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
+    """``loss(pred, target).mean().backward()`` (``.mean()``: lpips returns ``(N, 1, 1, 1)``)."""
+    loss = case.build().to(device)
+    pred, target = (inputs.pred_signed, inputs.target_signed) if case.signed else (inputs.pred, inputs.target)
+
+    def step() -> None:
+        inputs.clear_grads()
+        loss.zero_grad(set_to_none=True)
+        loss(pred, target).mean().backward()
+
+    return step
+
+
+def make_step(key: str, inputs: Inputs, device: torch.device) -> Step:
+    if key in FLOOR_BY_KEY:
+        return floor_step(FLOOR_BY_KEY[key], inputs, device)
+    return loss_step(CASE_BY_KEY[key], inputs, device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(steps: dict[str, Step], iters: int, device: torch.device) -> dict[str, float]:
+    """Median milliseconds per step, cases interleaved round-robin in every iteration."""
+    samples: dict[str, list[float]] = {key: [] for key in steps}
+    for iteration in range(WARMUP + iters):
+        for key, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if iteration >= WARMUP:
+                samples[key].append(time.perf_counter() - start)
+    return {key: 1000 * statistics.median(values) for key, values in samples.items()}
+
+
+def cuda_peak_mb(step: Step, inputs: Inputs, device: torch.device) -> float:
+    """Peak CUDA memory of one (already warmed-up) step above what was allocated before it."""
+    inputs.clear_grads()
+    gc.collect()
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def _proc_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def cpu_peak_mb_here(step: Step, inputs: Inputs) -> float:
+    """In a child process: peak RSS rise over one step after warm-up (see module doc)."""
+    for _ in range(WARMUP):
+        step()
+    inputs.clear_grads()
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    before = _proc_status_kb("VmRSS")
+    step()
+    return (_proc_status_kb("VmHWM") - before) / 1024
+
+
+def cpu_peak_mb(key: str, args: argparse.Namespace) -> float:
+    """Run ``--single key`` in a fresh interpreter and read the peak it prints."""
+    command = [sys.executable, __file__, "--single", key, "--device", "cpu", "--batch", str(args.batch)]
+    command += ["--size", str(args.size)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"])
+
+
+def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
+    lines = [
+        "| case | floor | floor ms | loss ms | ratio | peak MB floor | peak MB loss | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, ms, mb in rows:
+        f, c = case.floor.key, case.key
+        lines.append(
+            f"| {case.label} | {f} | {ms[f]:.1f} | {ms[c]:.1f} | {ms[c] / ms[f]:.2f} "
+            f"| {mb[f]:.1f} | {mb[c]:.1f} | {mb[c] / mb[f]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def header(args: argparse.Namespace, device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    return (
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {where}, "
+        f"batch {args.batch}x3x{args.size}x{args.size}, threads {torch.get_num_threads()}, "
+        f"median of {args.iters} steps after {WARMUP} warm-up"
+    )
+
+
+NOTES = (
+    "Losses built with weights=None (random weights: speed and memory do not depend on weight values); "
+    "check_inputs=True (the default) unless the row says otherwise.\n"
+    "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
+    "target under no_grad, L1 of the last output, backward to pred.\n"
+    "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad."
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=default_device, help=f"cpu | cuda[:i] (default {default_device})")
+    parser.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
+    parser.add_argument("--size", type=int, default=128, help="image height and width (default 128)")
+    parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+    parser.add_argument("--cases", default=",".join(CASE_BY_KEY), help="comma list of: " + ", ".join(CASE_BY_KEY))
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument("--single", help=argparse.SUPPRESS)  # internal: CPU memory of one case in a child
+    args = parser.parse_args()
+    args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
+    unknown = [key for key in args.cases if key not in CASE_BY_KEY]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASE_BY_KEY)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    inputs = Inputs.random((args.batch, 3, args.size, args.size), device)
+    if args.single:
+        print(json.dumps({"peak_mb": cpu_peak_mb_here(make_step(args.single, inputs, device), inputs)}))
+        return
+
+    steps: dict[str, Step] = {}
+    skipped: list[str] = []
+    for case in (CASE_BY_KEY[key] for key in args.cases):
+        try:
+            steps[case.key] = loss_step(case, inputs, device)
+        except SKIPPABLE as error:
+            skipped.append(f"{case.key} ({type(error).__name__}: {error})")
+            continue
+        if case.floor.key not in steps:
+            steps[case.floor.key] = floor_step(case.floor, inputs, device)
+
+    ms = time_steps(steps, args.iters, device)
+    if device.type == "cuda":
+        mb = {key: cuda_peak_mb(step, inputs, device) for key, step in steps.items()}
+    else:
+        mb = {key: cpu_peak_mb(key, args) for key in steps}
+
+    rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
+    report = "\n\n".join([header(args, device), format_table(rows), NOTES])
+    if skipped:
+        report += "\nskipped: " + "; ".join(skipped)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Reference computations straight from torchvision, independent of the library's code."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+_CONSTRUCTORS = {
+    "vgg16": models.vgg16,
+    "vgg19": models.vgg19,
+    "alexnet": models.alexnet,
+    "squeezenet1_1": models.squeezenet1_1,
+}
+
+
+def torchvision_features(backbone: str, weights_file: Path) -> nn.Sequential:
+    """torchvision's ``model.features`` with the weights in ``weights_file``, all ReLUs out of place."""
+    model = _CONSTRUCTORS[backbone](weights=None)
+    model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    features = copy.deepcopy(model.features).eval()
+    for module in features.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return features
+
+
+def run_to(features: nn.Sequential, images01: Tensor, indices: dict[str, int]) -> dict[str, Tensor]:
+    """ImageNet-normalise ``[0, 1]`` images and collect the outputs at ``indices``."""
+    x = (images01 - IMAGENET_MEAN) / IMAGENET_STD
+    out: dict[str, Tensor] = {}
+    for index, layer in enumerate(features):
+        x = layer(x)
+        for name, wanted in indices.items():
+            if wanted == index:
+                out[name] = x
+        if len(out) == len(indices):
+            break
+    return out

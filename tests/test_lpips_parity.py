@@ -1,0 +1,80 @@
+"""LPIPSLoss equals the reference ``lpips.LPIPS`` with the same trunk weights, to 1e-5 per sample."""
+
+from __future__ import annotations
+
+import lpips
+import pytest
+import torch
+
+from perceptual_loss import LPIPSLoss, normalize_channels
+from perceptual_loss.losses.lpips import LPIPS_NETWORKS
+from perceptual_loss.weights import imagenet_weights_path
+
+_REFERENCES: dict[tuple[str, str], lpips.LPIPS] = {}
+
+
+def reference_lpips(net: str, version: str) -> lpips.LPIPS:
+    """``lpips.LPIPS`` with its shipped heads and the trunk weights from our hub cache file."""
+    key = (net, version)
+    if key not in _REFERENCES:
+        model = lpips.LPIPS(net=net, version=version, pnet_rand=True, verbose=False)
+        backbone = LPIPS_NETWORKS[net][0]
+        state = torch.load(imagenet_weights_path(backbone), map_location="cpu", weights_only=True)
+        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+        slices = [m for name, m in model.net.named_children() if name.startswith("slice")]
+        for piece in slices:
+            own = {k: v for k, v in features.items() if k.split(".")[0] in piece._modules}
+            piece.load_state_dict(own, strict=True)
+        _REFERENCES[key] = model.eval()
+    return _REFERENCES[key]
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+@pytest.mark.parametrize("version", ["0.1", "0.0"])
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_equals_reference_lpips(net: str, version: str, spatial: bool) -> None:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.rand(3, 3, 64, 48, generator=generator)
+    y = (x + 0.2 * torch.randn(3, 3, 64, 48, generator=generator)).clamp(0, 1)
+    ours = LPIPSLoss(net=net, version=version, spatial=spatial, reduction="none")(x, y)
+    reference = reference_lpips(net, version)
+    reference.spatial = spatial
+    with torch.no_grad():
+        expected = reference(2 * x - 1, 2 * y - 1)
+    if spatial:
+        assert ours.shape == expected.shape == (3, 1, 64, 48)
+    else:
+        expected = expected.flatten()
+        assert ours.shape == (3,)
+    assert (expected > 1e-3).all(), "the pairs differ, so the comparison is not trivially zero"
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_minus_one_one_input_matches_lpips_directly() -> None:
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    y = torch.rand(2, 3, 64, 64) * 2 - 1
+    ours = LPIPSLoss(net="squeeze", input_range=(-1, 1), reduction="none")(x, y)
+    with torch.no_grad():
+        reference = reference_lpips("squeeze", "0.1")
+        reference.spatial = False
+        expected = reference(x, y).flatten()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_zero_feature_vector_gradient_is_finite_where_lpips_gives_nan() -> None:
+    features = torch.zeros(1, 4, 2, 2)
+    features[..., 0, 0] = torch.tensor([1.0, 2.0, 0.0, 0.5])
+    ours = features.clone().requires_grad_(True)
+    normalize_channels(ours).square().sum().backward()
+    assert torch.isfinite(ours.grad).all()
+    theirs = features.clone().requires_grad_(True)
+    lpips.normalize_tensor(theirs).square().sum().backward()
+    assert torch.isnan(theirs.grad).any(), "the reference's eps outside sqrt gives NaN here"
+
+
+def test_black_images_give_finite_gradients() -> None:
+    """All-zero input drives many feature vectors to exactly zero after the ReLUs."""
+    loss = LPIPSLoss(net="vgg")
+    pred = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    loss(pred, torch.rand(1, 3, 32, 32)).backward()
+    assert torch.isfinite(pred.grad).all()
