@@ -18,15 +18,17 @@ Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter
 synchronised), with all cases interleaved round-robin inside each iteration so that drift of the
 machine hits every case alike. ``torch``'s default thread count is kept.
 
-Peak memory of one step above the memory held before it (inputs, weights):
+Peak memory of one step above the memory held just before it (weights, inputs), measured after
+the timing, one step per case:
 - CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step.
-- CPU: each case runs in a fresh child process (this script with ``--single CASE``) that builds
-  the case, runs 2 warm-up steps, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``),
-  then reports peak RSS (``VmHWM``) minus RSS (``VmRSS``) over one more step. The child sets
-  ``MALLOC_MMAP_THRESHOLD_`` to 64 KiB so every tensor is its own mapping, returned to the OS on
-  free: RSS then follows the live tensors instead of glibc's free lists. Linux only.
+- CPU (Linux, glibc): peak RSS rise. glibc's mmap threshold is pinned at 64 KiB (``mallopt``) and
+  its free lists trimmed, so every tensor gets its own pages and returns them on free: RSS then
+  follows the live tensors. Before each step the kernel's peak-RSS mark is reset
+  (``/proc/self/clear_refs``); the result is ``VmHWM`` after the step minus ``VmRSS`` before it.
+  This runs in the same process as the timing (a fresh process per case costs more than the
+  timing on a small CPU) but after it, so the pinned threshold does not slow the timed steps.
 
-Run (about 3 minutes on 2 CPU cores with the defaults)::
+Run (about 5 minutes on 2 CPU cores with the defaults)::
 
     python bench/bench_losses.py                       # all cases, CPU (or CUDA if available)
     python bench/bench_losses.py --device cuda --batch 16 --size 256 --out bench/results.md
@@ -36,12 +38,10 @@ Run (about 3 minutes on 2 CPU cores with the defaults)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -117,7 +117,6 @@ CASES: tuple[Case, ...] = (
     Case("lpips-squeeze", "LPIPSLoss squeeze", Floor("squeezenet1_1", 12), lambda: LPIPSLoss(net="squeeze", weights=None)),
 )
 CASE_BY_KEY = {case.key: case for case in CASES}
-FLOOR_BY_KEY = {case.floor.key: case.floor for case in CASES}
 SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
@@ -171,12 +170,6 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
     return step
 
 
-def make_step(key: str, inputs: Inputs, device: torch.device) -> Step:
-    if key in FLOOR_BY_KEY:
-        return floor_step(FLOOR_BY_KEY[key], inputs, device)
-    return loss_step(CASE_BY_KEY[key], inputs, device)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -215,25 +208,23 @@ def _proc_status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def cpu_peak_mb_here(step: Step, inputs: Inputs) -> float:
-    """In a child process: peak RSS rise over one step after warm-up (see module doc)."""
-    for _ in range(WARMUP):
-        step()
+def pin_glibc_mmap_threshold(libc: ctypes.CDLL) -> None:
+    """Serve every allocation of 64 KiB or more with its own mapping; release the free heap."""
+    m_mmap_threshold = -3
+    if not libc.mallopt(m_mmap_threshold, 64 * 1024):
+        raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
+    libc.malloc_trim(0)
+
+
+def cpu_peak_mb(step: Step, inputs: Inputs, libc: ctypes.CDLL) -> float:
+    """Peak RSS rise over one step (after :func:`pin_glibc_mmap_threshold`; see module doc)."""
     inputs.clear_grads()
     gc.collect()
+    libc.malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
     before = _proc_status_kb("VmRSS")
     step()
     return (_proc_status_kb("VmHWM") - before) / 1024
-
-
-def cpu_peak_mb(key: str, args: argparse.Namespace) -> float:
-    """Run ``--single key`` in a fresh interpreter and read the peak it prints."""
-    command = [sys.executable, __file__, "--single", key, "--device", "cpu", "--batch", str(args.batch)]
-    command += ["--size", str(args.size)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
 def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
@@ -277,7 +268,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
     parser.add_argument("--cases", default=",".join(CASE_BY_KEY), help="comma list of: " + ", ".join(CASE_BY_KEY))
     parser.add_argument("--out", type=Path, help="also write the table to this file")
-    parser.add_argument("--single", help=argparse.SUPPRESS)  # internal: CPU memory of one case in a child
     args = parser.parse_args()
     args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
     unknown = [key for key in args.cases if key not in CASE_BY_KEY]
@@ -290,10 +280,6 @@ def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     inputs = Inputs.random((args.batch, 3, args.size, args.size), device)
-    if args.single:
-        print(json.dumps({"peak_mb": cpu_peak_mb_here(make_step(args.single, inputs, device), inputs)}))
-        return
-
     steps: dict[str, Step] = {}
     skipped: list[str] = []
     for case in (CASE_BY_KEY[key] for key in args.cases):
@@ -309,7 +295,9 @@ def main() -> None:
     if device.type == "cuda":
         mb = {key: cuda_peak_mb(step, inputs, device) for key, step in steps.items()}
     else:
-        mb = {key: cpu_peak_mb(key, args) for key in steps}
+        libc = ctypes.CDLL("libc.so.6")
+        pin_glibc_mmap_threshold(libc)
+        mb = {key: cpu_peak_mb(step, inputs, libc) for key, step in steps.items()}
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
     report = "\n\n".join([header(args, device), format_table(rows), NOTES])
