@@ -8,6 +8,7 @@ values (one ``aminmax`` and one host read per call), is skipped while ``torch.co
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal, Optional
 
 import torch
@@ -101,6 +102,8 @@ def check_range(pred: Tensor, target: Tensor, input_range: tuple[float, float], 
     low, high = input_range
     margin = RANGE_TOLERANCE * (high - low)
     t_min, t_max, p_min, p_max = torch.stack([*torch.aminmax(target.detach()), *torch.aminmax(pred.detach())]).tolist()
+    if not (math.isfinite(t_min) and math.isfinite(t_max)):
+        raise ValueError("target contains NaN or Inf values; check the data pipeline.")
     if t_min < low - margin or t_max > high + margin:
         raise ValueError(
             f"target values span [{t_min:.3g}, {t_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "

@@ -143,44 +143,37 @@ def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
 def _features_part(
     state: Mapping[str, Tensor], expected: Mapping[str, Tensor], backbone: str, source: Path
 ) -> dict[str, Tensor]:
-    """Accept a full state dict or a features-only one (with or without ``features.``)."""
-    expected_features = {k[len("features.") :]: v for k, v in expected.items() if k.startswith("features.")}
-    keys = set(state)
-    if keys == set(expected):
-        reference, features = expected, {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-    elif keys == {f"features.{k}" for k in expected_features}:
-        reference, features = expected, {k[len("features.") :]: v for k, v in state.items()}
-    else:
-        reference, features = expected_features, dict(state)
-        if keys != set(expected_features):
-            full_missing = sorted(set(expected) - keys)
-            feature_missing = sorted(set(expected_features) - keys)
-            missing = full_missing if len(full_missing) < len(feature_missing) else feature_missing
-            unexpected = sorted(keys - set(expected) - set(expected_features))
-            raise InvalidWeightsError(
-                f"The weights in {source} do not match torchvision's {backbone}: "
-                f"missing keys {_few(missing)}, unexpected keys {_few(unexpected)}. Expected a full "
-                f"torchvision {backbone} state dict or its 'features' part (keys like 'features.0.weight' "
-                f"or '0.weight'). Nothing was loaded."
-            )
-    prefix = "features." if reference is expected else ""
+    """Accept a full state dict or a features-only one (with or without ``features.``).
+
+    Returns the features part with keys relative to ``model.features``.
+    """
+    prefixed = any(k.startswith("features.") for k in state)
+    if prefixed:  # a full torchvision state dict, or its features part with the prefix
+        given = dict(state)
+        wanted = dict(expected) if any(not k.startswith("features.") for k in state) else _features_of(expected)
+    else:  # features only, keys relative to model.features
+        given = {f"features.{k}": v for k, v in state.items()}
+        wanted = _features_of(expected)
+    missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
+    if missing or unexpected:
+        raise InvalidWeightsError(
+            f"The weights in {source} do not match torchvision's {backbone}: missing keys {_few(missing)}, "
+            f"unexpected keys {_few(unexpected)}. Expected a full torchvision {backbone} state dict or "
+            f"its 'features' part (keys like 'features.0.weight' or '0.weight'). Nothing was loaded."
+        )
     wrong = [
-        f"{prefix}{k}: {tuple(v.shape)} (expected {tuple(reference[prefix + k].shape)})"
-        for k, v in features.items()
-        if v.shape != reference[prefix + k].shape
+        f"{k}: {tuple(v.shape)} (expected {tuple(wanted[k].shape)})" for k, v in given.items() if v.shape != wanted[k].shape
     ]
-    if reference is expected:
-        wrong += [
-            f"{k}: {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-            for k, v in state.items()
-            if not k.startswith("features.") and v.shape != expected[k].shape
-        ]
     if wrong:
         raise InvalidWeightsError(
             f"The weights in {source} have the keys of {backbone} but wrong shapes: {_few(wrong)}. "
             f"They belong to another architecture. Nothing was loaded."
         )
-    return features
+    return {k[len("features.") :]: v for k, v in given.items() if k.startswith("features.")}
+
+
+def _features_of(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("features.")}
 
 
 def _few(items: list[str], limit: int = 5) -> str:

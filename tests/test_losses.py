@@ -360,3 +360,11 @@ def test_prediction_out_of_range_warns_once(make, images, caplog) -> None:
     loss(x * 255, y)
     warnings = [r for r in caplog.records if "pred values span" in r.getMessage()]
     assert len(warnings) == 1 and "divide by 255" in warnings[0].getMessage()
+
+
+def test_target_with_nan_is_an_error(make, images) -> None:
+    x, y = images
+    y = y.clone()
+    y[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="target contains NaN or Inf"):
+        make()(x, y)

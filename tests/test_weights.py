@@ -167,3 +167,12 @@ def test_lpips_head_file_for_the_wrong_net(tmp_path: Path) -> None:
     torch.save(vgg, path)
     with pytest.raises(InvalidWeightsError, match="wrong shapes"):
         LPIPSLoss(net="alex", weights=None, head_weights=path)
+
+
+def test_features_only_file_with_a_missing_layer(tmp_path: Path) -> None:
+    state = {k[len("features.") :]: v for k, v in models.squeezenet1_1(weights=None).state_dict().items() if k.startswith("features.")}
+    del state["3.squeeze.weight"]
+    path = tmp_path / "features.pth"
+    torch.save(state, path)
+    with pytest.raises(InvalidWeightsError, match=r"missing keys features.3.squeeze.weight, unexpected keys none"):
+        FeatureExtractor(SMALL, ["relu1"], weights=path)
