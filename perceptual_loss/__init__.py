@@ -15,7 +15,16 @@ from .distances import (
     style_distance,
 )
 from .frozen import FrozenModule
-from .losses import LPIPSLoss, PerceptualLoss, StyleLoss
+from .losses import (
+    Comparison,
+    FeatureLoss,
+    LPIPSComparison,
+    LPIPSLoss,
+    PerceptualComparison,
+    PerceptualLoss,
+    StyleComparison,
+    StyleLoss,
+)
 from .weights import InvalidWeightsError, MissingWeightsError, imagenet_weights_path
 
 __version__ = "0.1.0"
@@ -24,6 +33,11 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "TAPS",
+    "Comparison",
+    "FeatureLoss",
+    "LPIPSComparison",
+    "PerceptualComparison",
+    "StyleComparison",
     "FeatureExtractor",
     "FrozenModule",
     "InvalidWeightsError",

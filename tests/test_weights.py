@@ -155,7 +155,7 @@ def test_lpips_heads_are_the_shipped_files() -> None:
     assert path.is_file() and path.parent.name == "v0.1"
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     loss = LPIPSLoss(net="alex", weights=None)
-    for k, weight in enumerate(loss.heads.weights):
+    for k, weight in enumerate(loss.comparison.heads.weights):
         assert torch.equal(weight, shipped[f"lin{k}.model.1.weight"])
 
 

@@ -1,7 +1,17 @@
 """The perceptual losses: one module per loss, each a frozen extractor plus a comparison."""
 
-from .lpips import LPIPSLoss
-from .perceptual import PerceptualLoss
-from .style import StyleLoss
+from ._base import Comparison, FeatureLoss
+from .lpips import LPIPSComparison, LPIPSLoss
+from .perceptual import PerceptualComparison, PerceptualLoss
+from .style import StyleComparison, StyleLoss
 
-__all__ = ["LPIPSLoss", "PerceptualLoss", "StyleLoss"]
+__all__ = [
+    "Comparison",
+    "FeatureLoss",
+    "LPIPSComparison",
+    "LPIPSLoss",
+    "PerceptualComparison",
+    "PerceptualLoss",
+    "StyleComparison",
+    "StyleLoss",
+]

@@ -1,4 +1,9 @@
-"""The flow every perceptual loss shares: check, extract, compare, reduce."""
+"""What every perceptual loss shares: a comparison, an extractor, and the check-extract-compare flow.
+
+A loss is "what it looks at" (a frozen :class:`~perceptual_loss.FeatureExtractor`) plus "how it
+compares" (a :class:`Comparison`: a pure function of two feature dicts). Keeping the two apart lets
+a criterion run each backbone once and hand the same features to several comparisons.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
-from ..backbones import FeatureExtractor, Features
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, Features
 from ..validation import Grayscale, check_pair, check_range
+from ..weights import WeightsArg
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")
@@ -53,41 +59,77 @@ def check_reduction(reduction: str) -> Reduction:
     return reduction  # type: ignore[return-value]
 
 
-class FeatureLoss(nn.Module):
-    """Base of the perceptual losses: one frozen extractor plus one comparison.
+class Comparison(nn.Module):
+    """How a perceptual term compares: features of pred vs a prepared target -> one value per sample.
 
-    Subclasses define :meth:`prepare_target` (what is kept of the target's features, e.g. Gram
-    matrices) and :meth:`compare` (pred features vs prepared target -> one value per sample). The
-    combined criterion calls the same two methods on features it extracted once.
+    It names what it needs to look at (``backbone``, ``taps`` and the input normalisation
+    ``mean``/``std`` applied to ``[0, 1]`` images) but holds no backbone. Subclasses implement
+    :meth:`prepare_target` (what is kept of the target, e.g. Gram matrices; cacheable) and
+    :meth:`forward`.
     """
 
     same_size: bool = True
-    """Whether pred and target must have equal shapes (Gram-based losses do not need it)."""
+    """Whether pred and target must have equal shapes (Gram matrices do not need it)."""
 
     def __init__(
-        self, extractor: FeatureExtractor, reduction: Reduction, check_inputs: bool, grayscale: Grayscale
+        self,
+        backbone: str,
+        taps: Sequence[str],
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        self.extractor = extractor
+        self.backbone = backbone
+        self.taps = tuple(taps)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    @property
+    def view(self) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+        """What the comparison looks at: comparisons with equal views can share one backbone pass."""
+        return (self.backbone, self.mean, self.std)
+
+    def prepare_target(self, features: Features) -> Features:
+        """What the comparison needs of the target's features (identity by default)."""
+        return features
+
+    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        """``(N,)`` values (or a map) from pred features and a prepared target."""
+        raise NotImplementedError
+
+
+class FeatureLoss(nn.Module):
+    """A :class:`Comparison` with its own frozen extractor, as a loss on image pairs.
+
+    ``forward(pred, target)`` checks the inputs, runs the extractor on ``pred`` (with autograd)
+    and on ``target`` (without, unless ``target`` requires grad), compares, and reduces.
+    """
+
+    def __init__(
+        self,
+        comparison: Comparison,
+        *,
+        weights: WeightsArg,
+        input_range: tuple[float, float],
+        reduction: Reduction,
+        check_inputs: bool,
+        grayscale: Grayscale,
+    ) -> None:
+        super().__init__()
         self.reduction = check_reduction(reduction)
-        self.check_inputs = check_inputs
         if grayscale not in (None, "repeat"):
             raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
         self.grayscale = grayscale
+        self.check_inputs = check_inputs
+        self.comparison = comparison
+        self.extractor = FeatureExtractor(
+            comparison.backbone, comparison.taps, weights=weights, input_range=input_range, mean=comparison.mean, std=comparison.std
+        )
         self._warned = [False]
 
     @property
     def min_size(self) -> int:
         """Smallest height and width the chosen layers accept."""
         return self.extractor.min_size
-
-    def prepare_target(self, features: Features) -> Features:
-        """What the comparison needs of the target's features (identity by default)."""
-        return features
-
-    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        """Per-sample values ``(N,)`` (or a map) from pred features and a prepared target."""
-        raise NotImplementedError
 
     def check(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Validate a pair against this loss: metadata always, values when ``check_inputs``."""
@@ -97,18 +139,9 @@ class FeatureLoss(nn.Module):
             min_size=self.min_size,
             layers_note=f"layers {list(self.extractor.taps)} of {self.extractor.backbone}",
             grayscale=self.grayscale,
-            same_size=self.same_size,
+            same_size=self.comparison.same_size,
         )
-        reference = self.extractor.scale
-        if pred.device != reference.device:
-            raise ValueError(f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r}).")
-        if not torch.is_autocast_enabled(pred.device.type):
-            for name, x in (("pred", pred), ("target", target)):
-                if x.dtype != reference.dtype:
-                    raise TypeError(
-                        f"{name} has dtype {x.dtype} but the loss's weights are {reference.dtype}; call "
-                        f"loss.to({x.dtype}), cast the input, or run under torch.autocast."
-                    )
+        check_module_compatible(pred, target, self.extractor.scale)
         if self.check_inputs:
             check_range(pred, target, self.extractor.input_range, self._warned)
         return pred, target
@@ -116,10 +149,23 @@ class FeatureLoss(nn.Module):
     def target_features(self, target: Tensor) -> Features:
         """Prepared target features; no autograd graph unless ``target`` requires grad."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-            return self.prepare_target(self.extractor(target))
+            return self.comparison.prepare_target(self.extractor(target))
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges."""
         pred, target = self.check(pred, target)
-        values = self.compare(self.extractor(pred), self.target_features(target), (pred.shape[-2], pred.shape[-1]))
+        values = self.comparison(self.extractor(pred), self.target_features(target), (pred.shape[-2], pred.shape[-1]))
         return reduce(values, self.reduction)
+
+
+def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> None:
+    """Inputs must be on the loss's device and, outside autocast, of its dtype."""
+    if pred.device != reference.device:
+        raise ValueError(f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r}).")
+    if not torch.is_autocast_enabled(pred.device.type):
+        for name, x in (("pred", pred), ("target", target)):
+            if x.dtype != reference.dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but the loss's weights are {reference.dtype}; call "
+                    f"loss.to({x.dtype}), cast the input, or run under torch.autocast."
+                )

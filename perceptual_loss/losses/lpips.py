@@ -6,12 +6,12 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, Features
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features
 from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import LPIPS_NETS, LPIPS_VERSIONS, WeightsArg, load_lpips_heads
-from ._base import FeatureLoss, Reduction
+from ._base import Comparison, FeatureLoss, Reduction
 
 LPIPS_NETWORKS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5"), (64, 192, 384, 256, 256)),
@@ -46,6 +46,42 @@ class LinearHeads(FrozenModule):
         super().__init__()
         self.weights = nn.ParameterList([nn.Parameter(w.clone()) for w in weights])
         self.freeze()
+
+
+class LPIPSComparison(Comparison):
+    """LPIPS from trunk features: normalise channels, squared difference, linear heads, mean.
+
+    Holds LPIPS' frozen linear heads (from the files the ``lpips`` package ships, loaded
+    strictly). The prepared target is its channel-normalised features.
+    """
+
+    def __init__(
+        self,
+        net: Literal["alex", "vgg", "squeeze"] = "alex",
+        version: Literal["0.1", "0.0"] = "0.1",
+        spatial: bool = False,
+        head_weights: WeightsArg = None,
+    ) -> None:
+        if net not in LPIPS_NETWORKS:
+            raise ValueError(f"Unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}.")
+        if version not in LPIPS_VERSIONS:
+            raise ValueError(f"Unknown LPIPS version {version!r}; choose one of {LPIPS_VERSIONS}.")
+        backbone, taps, channels = LPIPS_NETWORKS[net]
+        super().__init__(backbone, taps, *lpips_normalization(version))
+        self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
+        self.net, self.version, self.spatial = net, version, spatial
+
+    def prepare_target(self, features: Features) -> Features:
+        """Channel-normalised target features."""
+        return {name: normalize_channels(features[name]) for name in self.taps}
+
+    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        """``(N,)`` LPIPS, or ``(N, 1, H, W)`` when spatial; see :func:`perceptual_loss.lpips_distance`."""
+        heads = dict(zip(self.taps, self.heads.weights))
+        return lpips_distance(self.prepare_target(pred_features), target, heads, image_size if self.spatial else None)
+
+    def extra_repr(self) -> str:
+        return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}"
 
 
 class LPIPSLoss(FeatureLoss):
@@ -93,27 +129,7 @@ class LPIPSLoss(FeatureLoss):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
     ) -> None:
-        if net not in LPIPS_NETWORKS:
-            raise ValueError(f"Unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}.")
-        if version not in LPIPS_VERSIONS:
-            raise ValueError(f"Unknown LPIPS version {version!r}; choose one of {LPIPS_VERSIONS}.")
-        backbone, taps, channels = LPIPS_NETWORKS[net]
-        mean, std = lpips_normalization(version)
-        extractor = FeatureExtractor(backbone, taps, weights=weights, input_range=input_range, mean=mean, std=std)
-        super().__init__(extractor, reduction, check_inputs, grayscale)
-        self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
-        self.net, self.version, self.spatial = net, version, spatial
-
-    def prepare_target(self, features: Features) -> Features:
-        """Channel-normalised target features."""
-        return {name: normalize_channels(f) for name, f in features.items()}
-
-    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        """``(N,)`` LPIPS, or ``(N, 1, H, W)`` when spatial; see :func:`perceptual_loss.lpips_distance`."""
-        heads = dict(zip(self.extractor.taps, self.heads.weights))
-        return lpips_distance(
-            self.prepare_target(pred_features), target, heads, image_size if self.spatial else None
-        )
-
-    def extra_repr(self) -> str:
-        return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}, reduction={self.reduction!r}"
+        super().__init__(
+            LPIPSComparison(net, version, spatial, head_weights),
+            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+        )  # fmt: skip

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..backbones import FeatureExtractor, Features
+from ..backbones import Features
 from ..distances import DISTANCES, Distance, feature_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import FeatureLoss, Layers, Reduction, parse_layers
+from ._base import Comparison, FeatureLoss, Layers, Reduction, parse_layers
+
+
+class PerceptualComparison(Comparison):
+    """``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` (``l1``) or squared (``l2``) -> ``(N,)``."""
+
+    def __init__(self, layers: Layers = ("relu2_2",), backbone: str = "vgg16", distance: Distance = "l1") -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        layer_weights = parse_layers(layers)
+        super().__init__(backbone, list(layer_weights))
+        self.layer_weights = layer_weights
+        self.distance = distance
+
+    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        return feature_distance(pred_features, target, self.layer_weights, self.distance)
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
 
 
 class PerceptualLoss(FeatureLoss):
@@ -56,17 +74,7 @@ class PerceptualLoss(FeatureLoss):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
     ) -> None:
-        if distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
-        layer_weights = parse_layers(layers)
-        extractor = FeatureExtractor(backbone, list(layer_weights), weights=weights, input_range=input_range)
-        super().__init__(extractor, reduction, check_inputs, grayscale)
-        self.layer_weights = layer_weights
-        self.distance = distance
-
-    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        """``(N,)`` weighted feature distance; see :func:`perceptual_loss.feature_distance`."""
-        return feature_distance(pred_features, target, self.layer_weights, self.distance)
-
-    def extra_repr(self) -> str:
-        return f"layers={self.layer_weights}, distance={self.distance!r}, reduction={self.reduction!r}"
+        super().__init__(
+            PerceptualComparison(layers, backbone, distance),
+            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+        )  # fmt: skip

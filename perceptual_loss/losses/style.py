@@ -4,14 +4,41 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..backbones import FeatureExtractor, Features
+from ..backbones import Features
 from ..distances import DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import FeatureLoss, Layers, Reduction, parse_layers
+from ._base import Comparison, FeatureLoss, Layers, Reduction, parse_layers
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 """Johnson et al.'s style layers on VGG16, the default."""
+
+
+class StyleComparison(Comparison):
+    """``sum_l w_l * mean_{ij} (G_l(pred) - G_l(target))_{ij}^2`` (or absolute) -> ``(N,)``.
+
+    The prepared target is its Gram matrices, so a cached style target costs nothing per step.
+    """
+
+    same_size = False
+
+    def __init__(self, layers: Layers = JOHNSON_STYLE_LAYERS, backbone: str = "vgg16", distance: Distance = "l2") -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        layer_weights = parse_layers(layers)
+        super().__init__(backbone, list(layer_weights))
+        self.layer_weights = layer_weights
+        self.distance = distance
+
+    def prepare_target(self, features: Features) -> Features:
+        """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
+        return gram_matrices({name: features[name] for name in self.taps})
+
+    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+        return style_distance(pred_features, target, self.layer_weights, self.distance)
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
 
 
 class StyleLoss(FeatureLoss):
@@ -41,8 +68,6 @@ class StyleLoss(FeatureLoss):
         torch.Size([])
     """
 
-    same_size = False
-
     def __init__(
         self,
         layers: Layers = JOHNSON_STYLE_LAYERS,
@@ -54,21 +79,7 @@ class StyleLoss(FeatureLoss):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
     ) -> None:
-        if distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
-        layer_weights = parse_layers(layers)
-        extractor = FeatureExtractor(backbone, list(layer_weights), weights=weights, input_range=input_range)
-        super().__init__(extractor, reduction, check_inputs, grayscale)
-        self.layer_weights = layer_weights
-        self.distance = distance
-
-    def prepare_target(self, features: Features) -> Features:
-        """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
-        return gram_matrices(features)
-
-    def compare(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        """``(N,)`` weighted Gram distance; see :func:`perceptual_loss.style_distance`."""
-        return style_distance(pred_features, target, self.layer_weights, self.distance)
-
-    def extra_repr(self) -> str:
-        return f"layers={self.layer_weights}, distance={self.distance!r}, reduction={self.reduction!r}"
+        super().__init__(
+            StyleComparison(layers, backbone, distance),
+            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+        )  # fmt: skip
