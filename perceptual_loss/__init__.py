@@ -5,7 +5,9 @@
 
 import logging
 
+from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, discriminator_loss, generator_loss
 from .backbones import TAPS, FeatureExtractor, available_taps
+from .criterion import CombinedLoss, LossOutput
 from .distances import (
     feature_distance,
     gram_matrices,
@@ -25,6 +27,7 @@ from .losses import (
     StyleComparison,
     StyleLoss,
 )
+from .pixel import charbonnier_distance, l1_distance, l2_distance, total_variation
 from .weights import InvalidWeightsError, MissingWeightsError, imagenet_weights_path
 
 __version__ = "0.1.0"
@@ -32,7 +35,17 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "ADVERSARIAL_KINDS",
     "TAPS",
+    "CombinedLoss",
+    "LossOutput",
+    "adaptive_weight",
+    "charbonnier_distance",
+    "discriminator_loss",
+    "generator_loss",
+    "l1_distance",
+    "l2_distance",
+    "total_variation",
     "Comparison",
     "FeatureLoss",
     "LPIPSComparison",

@@ -90,31 +90,41 @@ def check_pair(
     return pred, target
 
 
-def check_range(pred: Tensor, target: Tensor, input_range: tuple[float, float], warned: list[bool]) -> None:
+def check_range(
+    pred: Optional[Tensor], target: Optional[Tensor], input_range: tuple[float, float], warned: list[bool]
+) -> None:
     """Error if ``target`` is clearly outside ``input_range``; log a warning once for ``pred``.
 
     The prediction only gets a warning: a network's output legitimately overshoots during training
     and a days-long run should not die of it. The target is data, so a wrong range is a bug.
-    ``warned`` is a one-element list owned by the caller to warn only once.
+    ``warned`` is a one-element list owned by the caller to warn only once. One host read in all.
     """
     if torch.compiler.is_compiling():
         return
     low, high = input_range
     margin = RANGE_TOLERANCE * (high - low)
-    t_min, t_max, p_min, p_max = torch.stack([*torch.aminmax(target.detach()), *torch.aminmax(pred.detach())]).tolist()
-    if not (math.isfinite(t_min) and math.isfinite(t_max)):
-        raise ValueError("target contains NaN or Inf values; check the data pipeline.")
-    if t_min < low - margin or t_max > high + margin:
-        raise ValueError(
-            f"target values span [{t_min:.3g}, {t_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "
-            f"{_range_hint(t_min, t_max, low, high)} Pass check_inputs=False to skip this check."
-        )
-    if not warned[0] and (p_min < low - margin or p_max > high + margin):
-        warned[0] = True
-        logger.warning(
-            "pred values span [%.3g, %.3g], clearly outside input_range=(%g, %g). %s (warned once)",
-            p_min, p_max, low, high, _range_hint(p_min, p_max, low, high),
-        )
+    check_pred = pred is not None and not warned[0]
+    tensors = [x.detach() for x in (target, pred if check_pred else None) if x is not None]
+    if not tensors:
+        return
+    values = torch.stack([v for x in tensors for v in torch.aminmax(x)]).tolist()
+    if target is not None:
+        t_min, t_max = values[:2]
+        if not (math.isfinite(t_min) and math.isfinite(t_max)):
+            raise ValueError("target contains NaN or Inf values; check the data pipeline.")
+        if t_min < low - margin or t_max > high + margin:
+            raise ValueError(
+                f"target values span [{t_min:.3g}, {t_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "
+                f"{_range_hint(t_min, t_max, low, high)} Pass check_inputs=False to skip this check."
+            )
+    if check_pred:
+        p_min, p_max = values[-2:]
+        if p_min < low - margin or p_max > high + margin:
+            warned[0] = True
+            logger.warning(
+                "pred values span [%.3g, %.3g], clearly outside input_range=(%g, %g). %s (warned once)",
+                p_min, p_max, low, high, _range_hint(p_min, p_max, low, high),
+            )
 
 
 def _range_hint(v_min: float, v_max: float, low: float, high: float) -> str:

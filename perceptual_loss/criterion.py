@@ -1,0 +1,320 @@
+"""``CombinedLoss``: pixel + perceptual + style + LPIPS + TV + adversarial, one backbone pass each.
+
+Terms that look at the same backbone with the same input normalisation (e.g. perceptual, style
+and LPIPS-vgg v0.1 on VGG16) share ONE frozen extractor, truncated at the deepest tap any of them
+needs: one forward pass of the prediction (with autograd) and one of the target (without), whose
+features every term's :class:`~perceptual_loss.losses.Comparison` reuses. Fixed targets (a style
+image, a content image) can be cached with :meth:`CombinedLoss.set_target`; later calls then skip
+the target pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
+from .backbones import FeatureExtractor, Features
+from .losses import Comparison, LPIPSComparison, PerceptualComparison, StyleComparison
+from .losses._base import check_module_compatible
+from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
+from .validation import Grayscale, check_image, check_pair, check_range
+from .weights import WeightsArg
+
+logger = logging.getLogger(__name__)
+
+_COMPARISONS: dict[str, type[Comparison]] = {
+    "perceptual": PerceptualComparison,
+    "style": StyleComparison,
+    "lpips": LPIPSComparison,
+}
+
+
+class LossOutput(NamedTuple):
+    """What :class:`CombinedLoss` returns: unpack as ``total, parts = criterion(pred, target)``.
+
+    ``total`` is the weighted sum to call ``backward()`` on; ``parts`` maps each active term to
+    its **unweighted**, detached value (``total == sum(weight[k] * parts[k])``), plus
+    ``"adversarial_weight"`` when the adversarial weight is adaptive.
+    """
+
+    total: Tensor
+    parts: dict[str, Tensor]
+
+
+class CombinedLoss(nn.Module):
+    """Weighted sum of pixel, perceptual, style, LPIPS, total-variation and adversarial terms.
+
+    Args:
+        l1, l2, charbonnier: weights of the pixel terms (0 = off). ``charbonnier_eps`` sets
+            Charbonnier's ``eps`` (default 1e-3).
+        perceptual: ``{"weight": w, "layers": [...], "backbone": "vgg16", "distance": "l1"}``
+            (keys after ``weight`` as in :class:`~perceptual_loss.PerceptualLoss`), or ``None``.
+        style: ``{"weight": w, "layers": [...], ...}`` as in :class:`~perceptual_loss.StyleLoss`.
+        lpips: ``{"weight": w, "net": "vgg", "version": "0.1"}`` as in
+            :class:`~perceptual_loss.LPIPSLoss` (no ``spatial``).
+        tv: weight of total variation of the prediction.
+        adversarial: ``{"weight": w, "kind": "vanilla"|"lsgan"|"hinge"|"wgan"|"relativistic",
+            "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
+        weights: backbone weights for every term: ``"imagenet"`` | path | ``None`` (tests only).
+        input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
+
+    A term whose weight is 0 (or ``None``) is not built and costs nothing.
+
+    Shape:
+        - pred: ``(N, 3, H, W)`` in ``input_range``; target: the same shape (style-only
+          criteria accept other sizes), or omitted for terms with a cached target.
+        - Output: :class:`LossOutput` of scalars.
+
+    Example:
+        >>> criterion = CombinedLoss(l1=1.0, perceptual={"layers": ["relu2_2"], "weight": 0.1},
+        ...                          style={"layers": ["relu1_2"], "weight": 10.0}, weights=None)
+        >>> pred, target = torch.rand(2, 3, 32, 32, requires_grad=True), torch.rand(2, 3, 32, 32)
+        >>> total, parts = criterion(pred, target)
+        >>> total.backward()
+        >>> sorted(parts), len(criterion.extractors)
+        (['l1', 'perceptual', 'style'], 1)
+    """
+
+    def __init__(
+        self,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        charbonnier: float = 0.0,
+        perceptual: Optional[Mapping[str, Any]] = None,
+        style: Optional[Mapping[str, Any]] = None,
+        lpips: Optional[Mapping[str, Any]] = None,
+        tv: float = 0.0,
+        adversarial: Optional[Mapping[str, Any]] = None,
+        weights: WeightsArg = "imagenet",
+        input_range: Sequence[float] = (0.0, 1.0),
+        grayscale: Grayscale = None,
+        check_inputs: bool = True,
+        charbonnier_eps: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
+        self.charbonnier_eps = float(charbonnier_eps)
+        self.tv_weight = float(tv)
+        self.term_weights: dict[str, float] = {}
+        self.comparisons = nn.ModuleDict()
+        for name, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips)):
+            built = _build_comparison(name, config)
+            if built is not None:
+                self.term_weights[name], self.comparisons[name] = built
+        self.adversarial = _parse_adversarial(adversarial)
+        if grayscale not in (None, "repeat"):
+            raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
+        self.grayscale = grayscale
+        self.check_inputs = check_inputs
+
+        # One extractor per view, with the union of the taps of the comparisons that share it.
+        self.extractors = nn.ModuleDict()
+        self._views: dict[str, list[str]] = {}
+        for name, comparison in self.comparisons.items():
+            key = next((k for k, members in self._views.items() if self.comparisons[members[0]].view == comparison.view), None)
+            if key is None:
+                key = f"{comparison.backbone}_{len(self._views)}"
+                self._views[key] = []
+            self._views[key].append(name)
+        for key, members in self._views.items():
+            first = self.comparisons[members[0]]
+            taps = [tap for member in members for tap in self.comparisons[member].taps]
+            self.extractors[key] = FeatureExtractor(
+                first.backbone, taps, weights=weights, input_range=tuple(input_range), mean=first.mean, std=first.std
+            )
+        self.input_range = tuple(float(v) for v in input_range)
+        self.min_size = max([2 if self.tv_weight else 1] + [e.min_size for e in self.extractors.values()])
+        self.same_size = bool(self.pixel_weights) or any(c.same_size for c in self.comparisons.values())
+        if not (self.pixel_weights or self.comparisons or self.tv_weight or self.adversarial):
+            raise ValueError("CombinedLoss has no term: give at least one non-zero weight, e.g. l1=1.0.")
+        self._cached: dict[str, Any] = {}
+        self._warned = [False]
+        self._warned_adversarial = False
+
+    # ------------------------------------------------------------------ targets
+
+    @property
+    def target_terms(self) -> list[str]:
+        """Terms that compare against a target (pixel and backbone terms; not TV/adversarial)."""
+        return [*self.pixel_weights, *self.comparisons]
+
+    def set_target(self, target: Tensor, terms: Optional[Sequence[str]] = None) -> None:
+        """Cache a fixed target for ``terms`` (default: every term with a target).
+
+        Backbone terms keep only what they compare against (e.g. Gram matrices for style), so
+        later calls skip the target's backbone pass; pixel terms keep the image. Call it again to
+        replace, or :meth:`clear_target`. Cached tensors follow the prediction's device and dtype.
+
+        Args:
+            target: ``(1 or N, 3, H, W)`` in ``input_range``.
+            terms: names among :attr:`target_terms`, e.g. ``["style"]`` for a style image.
+        """
+        terms = list(self.target_terms if terms is None else terms)
+        unknown = [t for t in terms if t not in self.target_terms]
+        if unknown:
+            raise ValueError(f"Cannot cache a target for {unknown}: this criterion's target terms are {self.target_terms}.")
+        target = check_image(target, "target", self.grayscale).detach()
+        if min(target.shape[-2:]) < self.min_size:
+            raise ValueError(f"target of size {target.shape[-2]}x{target.shape[-1]} is too small: height and width must be at least {self.min_size}.")
+        if self.check_inputs:
+            check_range(None, target, self.input_range, self._warned)
+        with torch.no_grad():
+            for key, members in self._views.items():
+                wanted = [m for m in members if m in terms]
+                if wanted:
+                    features = self.extractors[key](target.to(self.extractors[key].scale.dtype))
+                    for member in wanted:
+                        self._cached[member] = self.comparisons[member].prepare_target(features)
+        for term in terms:
+            if term in self.pixel_weights:
+                self._cached[term] = target
+
+    def clear_target(self) -> None:
+        """Forget every cached target."""
+        self._cached.clear()
+
+    def _cached_for(self, term: str, like: Tensor) -> Any:
+        cached = self._cached[term]
+        moved = cached.to(like.device) if isinstance(cached, Tensor) else {k: v.to(like.device) for k, v in cached.items()}
+        self._cached[term] = moved
+        return moved
+
+    # ------------------------------------------------------------------ forward
+
+    def adversarial_active(self, step: Optional[int]) -> bool:
+        """Whether the adversarial term counts at ``step`` (after its warm-up)."""
+        return self.adversarial is not None and (step is None or step >= self.adversarial["start_step"])
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Optional[Tensor] = None,
+        *,
+        fake_logits: Optional[Tensor] = None,
+        real_logits: Optional[Tensor] = None,
+        step: Optional[int] = None,
+        last_layer: Optional[Tensor] = None,
+    ) -> LossOutput:
+        """Weighted total and detached parts.
+
+        Args:
+            pred: ``(N, 3, H, W)`` in ``input_range``, with autograd.
+            target: ``(N, 3, H, W)``; may be omitted when every target term is cached.
+            fake_logits: the discriminator's logits on ``pred`` (generator side); without them
+                the adversarial term is left out.
+            real_logits: its logits on real images (``"relativistic"`` only; detach them).
+            step: the global step, for the adversarial warm-up (``start_step``).
+            last_layer: weight of the generator's last layer, for ``adaptive`` weighting.
+        """
+        pred, target = self._check(pred, target)
+        parts: dict[str, Tensor] = {}
+        total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
+
+        def add(name: str, weight: float, value: Tensor) -> None:
+            nonlocal total
+            parts[name] = value.detach()
+            total = total + weight * value
+
+        for name, weight in self.pixel_weights.items():
+            reference = self._cached_for(name, pred) if name in self._cached else target
+            if name == "charbonnier":
+                add(name, weight, charbonnier_distance(pred, reference, self.charbonnier_eps).mean())
+            else:
+                add(name, weight, PIXEL_DISTANCES[name](pred, reference).mean())
+        size = (pred.shape[-2], pred.shape[-1])
+        for key, members in self._views.items():
+            extractor = self.extractors[key]
+            pred_features = extractor(pred)
+            prepared = {m: self._cached_for(m, pred) for m in members if m in self._cached}
+            uncached = [m for m in members if m not in prepared]
+            if uncached:  # one target pass for every term of this view, without autograd
+                assert target is not None
+                with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+                    target_features = extractor(target)
+                    prepared.update({m: self.comparisons[m].prepare_target(target_features) for m in uncached})
+            for member in members:
+                add(member, self.term_weights[member], self.comparisons[member](pred_features, prepared[member], size).mean())
+        if self.tv_weight:
+            add("tv", self.tv_weight, total_variation(pred).mean())
+        if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
+            adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
+            weight: Tensor | float = self.adversarial["weight"]
+            if self.adversarial["adaptive"] and torch.is_grad_enabled():
+                if last_layer is None:
+                    raise ValueError("adaptive adversarial weight needs last_layer=<the generator's last layer weight>.")
+                factor = adaptive_weight(total, adversarial, last_layer, self.adversarial["max_weight"])
+                weight = weight * factor
+                parts["adversarial_weight"] = factor
+            parts["adversarial"] = adversarial.detach()
+            total = total + weight * adversarial
+        elif self.adversarial is not None and fake_logits is None and torch.is_grad_enabled() and not self._warned_adversarial:
+            self._warned_adversarial = True
+            logger.warning("CombinedLoss has an adversarial term but forward() got no fake_logits: the term is left out.")
+        return LossOutput(total, parts)
+
+    def _check(self, pred: Tensor, target: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        uncached = [t for t in self.target_terms if t not in self._cached]
+        if target is None:
+            if uncached:
+                raise ValueError(f"target is required: the terms {uncached} have no cached target (see set_target).")
+            pred = check_image(pred, "pred", self.grayscale)
+            if min(pred.shape[-2:]) < self.min_size:
+                raise ValueError(
+                    f"pred of size {pred.shape[-2]}x{pred.shape[-1]} is too small for this criterion's layers: "
+                    f"height and width must be at least {self.min_size}."
+                )
+        else:
+            pred, target = check_pair(
+                pred, target, min_size=self.min_size, layers_note="this criterion's layers",
+                grayscale=self.grayscale, same_size=self.same_size,
+            )  # fmt: skip
+        if self.extractors:
+            check_module_compatible(pred, pred if target is None else target, next(iter(self.extractors.values())).scale)
+        if self.check_inputs:
+            check_range(pred, target, self.input_range, self._warned)
+        return pred, target
+
+    def extra_repr(self) -> str:
+        terms = [f"{k}={w:g}" for k, w in self.pixel_weights.items()]
+        terms += [f"{k}={w:g}" for k, w in self.term_weights.items()]
+        if self.tv_weight:
+            terms.append(f"tv={self.tv_weight:g}")
+        if self.adversarial:
+            terms.append(f"adversarial={self.adversarial}")
+        return ", ".join(terms)
+
+
+def _build_comparison(name: str, config: Optional[Mapping[str, Any]]) -> Optional[tuple[float, Comparison]]:
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{name} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
+    options = dict(config)
+    weight = float(options.pop("weight", 1.0))
+    if weight == 0:
+        return None
+    if name == "lpips" and options.get("spatial"):
+        raise ValueError("lpips.spatial is not supported in CombinedLoss (it sums scalar terms); use LPIPSLoss(spatial=True).")
+    try:
+        return weight, _COMPARISONS[name](**options)
+    except TypeError as error:
+        raise TypeError(f"Bad option for the {name} term: {error}. Valid keys: weight and the arguments of {_COMPARISONS[name].__name__}.") from None
+
+
+def _parse_adversarial(config: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    if config is None:
+        return None
+    options = {"weight": 1.0, "kind": "vanilla", "adaptive": False, "start_step": 0, "max_weight": 1e4}
+    unknown = set(config) - set(options)
+    if unknown:
+        raise TypeError(f"Unknown adversarial option(s) {sorted(unknown)}; valid: {sorted(options)}.")
+    options.update(config)
+    if options["kind"] not in ADVERSARIAL_KINDS:
+        raise ValueError(f"Unknown adversarial kind {options['kind']!r}; choose one of {ADVERSARIAL_KINDS}.")
+    options["weight"], options["start_step"] = float(options["weight"]), int(options["start_step"])
+    return options if options["weight"] else None
