@@ -24,12 +24,16 @@ activations and gradients the step itself needs:
 - CUDA: ``torch.cuda.max_memory_allocated`` minus ``torch.cuda.memory_allocated`` before the step.
 - CPU: the same quantity from the allocation and free events that ``torch.profiler``
   (``profile_memory=True``) records for PyTorch's CPU allocator: the maximum of their running sum
-  within the step. It is deterministic and, unlike peak RSS, needs no fresh process per case;
-  it agrees with the peak-RSS rise of a fresh process (ru_maxrss / VmHWM) to within ~1 % for the
-  VGG16 floor. Memory outside PyTorch's allocator (e.g. oneDNN scratch space) is not counted,
+  within the step. It is deterministic and, unlike peak RSS, needs no fresh process per case
+  (on a small CPU those cost more than the timing); checked against the peak-RSS rise of one
+  fresh process per case (``VmHWM``, glibc mmap threshold pinned at 64 KiB), every case agreed
+  within 1 %. Memory outside PyTorch's allocator (e.g. oneDNN scratch space) is not counted,
   as on CUDA. Kineto may print a few ``profiler_start``/``profiler_stop`` lines on stderr.
 
-Run (about 4-5 minutes on 2 CPU cores with the defaults)::
+The header reports the 1-minute load average before the run: other processes on the machine
+slow small networks most (their steps are short and thread-synchronisation bound).
+
+Run (2-3 minutes on 2 idle CPU cores with the defaults)::
 
     python bench/bench_losses.py                       # all cases, CPU (or CUDA if available)
     python bench/bench_losses.py --device cuda --batch 16 --size 256 --out bench/results.md
@@ -114,7 +118,12 @@ CASES: tuple[Case, ...] = (
     Case("lpips-vgg", "LPIPSLoss vgg", VGG16_TO_RELU5_3, lambda: LPIPSLoss(net="vgg", weights=None)),
     Case("peer-lpips-vgg", "peer: lpips.LPIPS vgg", VGG16_TO_RELU5_3, lambda: _lpips_peer("vgg"), signed=True),
     Case("lpips-alex", "LPIPSLoss alex", Floor("alexnet", 11), lambda: LPIPSLoss(net="alex", weights=None)),
-    Case("lpips-squeeze", "LPIPSLoss squeeze", Floor("squeezenet1_1", 12), lambda: LPIPSLoss(net="squeeze", weights=None)),
+    Case(
+        "lpips-squeeze",
+        "LPIPSLoss squeeze",
+        Floor("squeezenet1_1", 12),
+        lambda: LPIPSLoss(net="squeeze", weights=None),
+    ),
 )
 CASE_BY_KEY = {case.key: case for case in CASES}
 SKIPPABLE = (ImportError, MissingWeightsError)
@@ -214,7 +223,9 @@ def cpu_peak_mb(steps: dict[str, Step], inputs: Inputs) -> dict[str, float]:
     # the aggregated `prof.events()` attribute most of them to operators instead.
     events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
     memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    spans = {e.name().removeprefix("bench:"): (e.start_ns(), e.end_ns()) for e in events if e.name().startswith("bench:")}
+    spans = {
+        e.name().removeprefix("bench:"): (e.start_ns(), e.end_ns()) for e in events if e.name().startswith("bench:")
+    }
     peaks: dict[str, float] = {}
     for key, (start, end) in spans.items():
         total = sum(nbytes for time_ns, nbytes in memory if time_ns < start)
@@ -241,12 +252,12 @@ def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) ->
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace, device: torch.device) -> str:
+def header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     return (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {where}, "
         f"batch {args.batch}x3x{args.size}x{args.size}, threads {torch.get_num_threads()}, "
-        f"median of {args.iters} steps after {WARMUP} warm-up"
+        f"median of {args.iters} steps after {WARMUP} warm-up, load average before {load_before:.2f}"
     )
 
 
@@ -255,7 +266,9 @@ NOTES = (
     "check_inputs=True (the default) unless the row says otherwise.\n"
     "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
     "target under no_grad, L1 of the last output, backward to pred.\n"
-    "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad."
+    "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad.\n"
+    "ms: median per forward+backward step, cases interleaved. peak MB: tensor memory allocated during one step "
+    "above what was allocated before it (CPU: torch.profiler allocation events; CUDA: max_memory_allocated)."
 )
 
 
@@ -278,6 +291,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    load_before = os.getloadavg()[0]
     device = torch.device(args.device)
     inputs = Inputs.random((args.batch, 3, args.size, args.size), device)
     steps: dict[str, Step] = {}
@@ -298,7 +312,7 @@ def main() -> None:
         mb = cpu_peak_mb(steps, inputs)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
-    report = "\n\n".join([header(args, device), format_table(rows), NOTES])
+    report = "\n\n".join([header(args, device, load_before), format_table(rows), NOTES])
     if skipped:
         report += "\nskipped: " + "; ".join(skipped)
     print(report)
