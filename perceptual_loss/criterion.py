@@ -148,7 +148,7 @@ class CombinedLoss(nn.Module):
 
         Backbone terms keep only what they compare against (e.g. Gram matrices for style), so
         later calls skip the target's backbone pass; pixel terms keep the image. Call it again to
-        replace, or :meth:`clear_target`. Cached tensors follow the prediction's device and dtype.
+        replace, or :meth:`clear_target`. Cached tensors follow the prediction to its device.
 
         Args:
             target: ``(1 or N, 3, H, W)`` in ``input_range``.
@@ -179,10 +179,13 @@ class CombinedLoss(nn.Module):
         self._cached.clear()
 
     def _cached_for(self, term: str, like: Tensor) -> Any:
+        """The cached target of ``term``, moved once to ``like``'s device if the module moved."""
         cached = self._cached[term]
-        moved = cached.to(like.device) if isinstance(cached, Tensor) else {k: v.to(like.device) for k, v in cached.items()}
-        self._cached[term] = moved
-        return moved
+        sample = cached if isinstance(cached, Tensor) else next(iter(cached.values()))
+        if sample.device != like.device:
+            cached = cached.to(like.device) if isinstance(cached, Tensor) else {k: v.to(like.device) for k, v in cached.items()}
+            self._cached[term] = cached
+        return cached
 
     # ------------------------------------------------------------------ forward
 
