@@ -15,8 +15,11 @@ the plain way ``(x - mean) / std``, pred with autograd, target under ``torch.no_
 (mean absolute difference) of the last layer's outputs, backward to pred. Ratios are loss / floor.
 
 Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter``, CUDA
-synchronised), with all cases interleaved round-robin inside each iteration so that drift of the
-machine hits every case alike. ``torch``'s default thread count is kept.
+synchronised). The cases are interleaved round-robin: every iteration runs each case once, in a
+freshly shuffled order (fixed seed), so that drift of the machine hits every case alike and no
+case always follows the same one (a step right after a VGG step finds cold caches and a trimmed
+heap, which can slow small networks such as AlexNet by tens of percent). ``torch``'s default thread
+count is kept.
 
 Peak memory: after the timing, one more step per case, reporting the peak of tensor memory
 allocated during the step above what was allocated just before it (weights, inputs), i.e. the
@@ -30,8 +33,9 @@ activations and gradients the step itself needs:
   within 1 %. Memory outside PyTorch's allocator (e.g. oneDNN scratch space) is not counted,
   as on CUDA. Kineto may print a few ``profiler_start``/``profiler_stop`` lines on stderr.
 
-The header reports the 1-minute load average before the run: other processes on the machine
-slow small networks most (their steps are short and thread-synchronisation bound).
+The header reports the 1-minute load average before and after the run: other busy processes on
+the machine make timings unreliable, small networks' most (at 2 threads on 2 busy cores their
+short steps can take 10x longer); rerun when it is quiet, or with more ``--iters``.
 
 Run (2-3 minutes on 2 idle CPU cores with the defaults)::
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import time
 import warnings
@@ -132,7 +137,10 @@ SKIPPABLE = (ImportError, MissingWeightsError)
 
 @dataclass
 class Inputs:
-    """One image pair, in ``[0, 1]`` and (same values) in ``[-1, 1]``; ``pred*`` require grad."""
+    """One image pair, in ``[0, 1]`` and (same values) in ``[-1, 1]``; ``pred*`` require grad.
+
+    Every step frees the gradients it made before returning, so each starts from the same memory.
+    """
 
     pred: Tensor
     target: Tensor
@@ -157,11 +165,11 @@ def floor_step(floor: Floor, inputs: Inputs, device: torch.device) -> Step:
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def step() -> None:
-        inputs.clear_grads()
         out = net((inputs.pred - mean) / std)
         with torch.no_grad():
             ref = net((inputs.target - mean) / std)
         (out - ref).abs().mean().backward()
+        inputs.clear_grads()
 
     return step
 
@@ -172,9 +180,9 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
     pred, target = (inputs.pred_signed, inputs.target_signed) if case.signed else (inputs.pred, inputs.target)
 
     def step() -> None:
+        loss(pred, target).mean().backward()
         inputs.clear_grads()
         loss.zero_grad(set_to_none=True)
-        loss(pred, target).mean().backward()
 
     return step
 
@@ -185,22 +193,23 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_steps(steps: dict[str, Step], iters: int, device: torch.device) -> dict[str, float]:
-    """Median milliseconds per step, cases interleaved round-robin in every iteration."""
+    """Median milliseconds per step; every iteration runs each case once, in a shuffled order."""
     samples: dict[str, list[float]] = {key: [] for key in steps}
+    order, rng = list(steps), random.Random(0)
     for iteration in range(WARMUP + iters):
-        for key, step in steps.items():
+        rng.shuffle(order)
+        for key in order:
             synchronize(device)
             start = time.perf_counter()
-            step()
+            steps[key]()
             synchronize(device)
             if iteration >= WARMUP:
                 samples[key].append(time.perf_counter() - start)
     return {key: 1000 * statistics.median(values) for key, values in samples.items()}
 
 
-def cuda_peak_mb(step: Step, inputs: Inputs, device: torch.device) -> float:
+def cuda_peak_mb(step: Step, device: torch.device) -> float:
     """Peak CUDA memory of one (already warmed-up) step above what was allocated before it."""
-    inputs.clear_grads()
     gc.collect()
     synchronize(device)
     before = torch.cuda.memory_allocated(device)
@@ -210,13 +219,11 @@ def cuda_peak_mb(step: Step, inputs: Inputs, device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
-def cpu_peak_mb(steps: dict[str, Step], inputs: Inputs) -> dict[str, float]:
+def cpu_peak_mb(steps: dict[str, Step]) -> dict[str, float]:
     """Peak tensor memory (MB) of one step per case, from ``torch.profiler`` allocation events."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    inputs.clear_grads()  # not inside the session: the profiler cannot see their allocation
     with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
         for key, step in steps.items():
-            inputs.clear_grads()
             with torch.profiler.record_function(f"bench:{key}"):
                 step()
     # The raw Kineto events keep every allocation (+bytes) and free (-bytes) with its timestamp;
@@ -257,7 +264,8 @@ def header(args: argparse.Namespace, device: torch.device, load_before: float) -
     return (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {where}, "
         f"batch {args.batch}x3x{args.size}x{args.size}, threads {torch.get_num_threads()}, "
-        f"median of {args.iters} steps after {WARMUP} warm-up, load average before {load_before:.2f}"
+        f"median of {args.iters} steps after {WARMUP} warm-up, 1-min load average {load_before:.2f} before "
+        f"and {os.getloadavg()[0]:.2f} after the run (this process alone adds about its thread count)"
     )
 
 
@@ -307,9 +315,9 @@ def main() -> None:
 
     ms = time_steps(steps, args.iters, device)
     if device.type == "cuda":
-        mb = {key: cuda_peak_mb(step, inputs, device) for key, step in steps.items()}
+        mb = {key: cuda_peak_mb(step, device) for key, step in steps.items()}
     else:
-        mb = cpu_peak_mb(steps, inputs)
+        mb = cpu_peak_mb(steps)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
     report = "\n\n".join([header(args, device, load_before), format_table(rows), NOTES])

@@ -16,6 +16,7 @@ from .distances import (
     normalize_channels,
     style_distance,
 )
+from .evaluate import EvaluationError, EvaluationResult, evaluate_folders
 from .frozen import FrozenModule
 from .losses import (
     Comparison,
@@ -36,6 +37,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "ADVERSARIAL_KINDS",
+    "EvaluationError",
+    "EvaluationResult",
+    "evaluate_folders",
     "TAPS",
     "CombinedLoss",
     "LossOutput",
