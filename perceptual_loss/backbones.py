@@ -109,6 +109,10 @@ class FeatureExtractor(FrozenModule):
         {'relu1_2': (2, 64, 32, 32), 'relu2_2': (2, 128, 16, 16)}
     """
 
+    min_size: int
+    scale: nn.Parameter
+    input_range: tuple[float, float]
+
     def __init__(
         self,
         backbone: str,
@@ -149,8 +153,9 @@ class FeatureExtractor(FrozenModule):
             layers.load_state_dict(kept, strict=True)
         for index, name in self._tap_at.items():
             after = index + 1
-            if name.startswith("conv") and after < len(layers) and isinstance(layers[after], nn.ReLU):
-                layers[after].inplace = False
+            relu = layers[after] if after < len(layers) else None
+            if name.startswith("conv") and isinstance(relu, nn.ReLU):
+                relu.inplace = False
         self.layers = layers
 
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std

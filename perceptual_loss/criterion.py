@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
-from .backbones import FeatureExtractor, Features
+from .backbones import FeatureExtractor
 from .losses import Comparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import check_module_compatible
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
@@ -80,6 +80,11 @@ class CombinedLoss(nn.Module):
         (['l1', 'perceptual', 'style'], 1)
     """
 
+    min_size: int
+    input_range: tuple[float, float]
+    adversarial: Optional[dict[str, Any]]
+    same_size: bool
+
     def __init__(
         self,
         l1: float = 0.0,
@@ -116,19 +121,20 @@ class CombinedLoss(nn.Module):
         self.extractors = nn.ModuleDict()
         self._views: dict[str, list[str]] = {}
         for name, comparison in self.comparisons.items():
-            key = next((k for k, members in self._views.items() if self.comparisons[members[0]].view == comparison.view), None)
+            key = next((k for k, members in self._views.items() if self._comparison(members[0]).view == comparison.view), None)
             if key is None:
                 key = f"{comparison.backbone}_{len(self._views)}"
                 self._views[key] = []
             self._views[key].append(name)
+        low, high = (float(v) for v in input_range)
         for key, members in self._views.items():
-            first = self.comparisons[members[0]]
-            taps = [tap for member in members for tap in self.comparisons[member].taps]
+            first = self._comparison(members[0])
+            taps = [tap for member in members for tap in self._comparison(member).taps]
             self.extractors[key] = FeatureExtractor(
-                first.backbone, taps, weights=weights, input_range=tuple(input_range), mean=first.mean, std=first.std
+                first.backbone, taps, weights=weights, input_range=(low, high), mean=first.mean, std=first.std
             )
-        self.input_range = tuple(float(v) for v in input_range)
-        self.min_size = max([2 if self.tv_weight else 1] + [e.min_size for e in self.extractors.values()])
+        self.input_range = (low, high)
+        self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
         self.same_size = bool(self.pixel_weights) or any(c.same_size for c in self.comparisons.values())
         if not (self.pixel_weights or self.comparisons or self.tv_weight or self.adversarial):
             raise ValueError("CombinedLoss has no term: give at least one non-zero weight, e.g. l1=1.0.")
@@ -167,9 +173,10 @@ class CombinedLoss(nn.Module):
             for key, members in self._views.items():
                 wanted = [m for m in members if m in terms]
                 if wanted:
-                    features = self.extractors[key](target.to(self.extractors[key].scale.dtype))
+                    extractor = self._extractor(key)
+                    features = extractor(target.to(extractor.scale.dtype))
                     for member in wanted:
-                        self._cached[member] = self.comparisons[member].prepare_target(features)
+                        self._cached[member] = self._comparison(member).prepare_target(features)
         for term in terms:
             if term in self.pixel_weights:
                 self._cached[term] = target
@@ -223,15 +230,16 @@ class CombinedLoss(nn.Module):
             parts[name] = value.detach()
             total = total + weight * value
 
-        for name, weight in self.pixel_weights.items():
+        for name, pixel_weight in self.pixel_weights.items():
             reference = self._cached_for(name, pred) if name in self._cached else target
+            assert reference is not None
             if name == "charbonnier":
-                add(name, weight, charbonnier_distance(pred, reference, self.charbonnier_eps).mean())
+                add(name, pixel_weight, charbonnier_distance(pred, reference, self.charbonnier_eps).mean())
             else:
-                add(name, weight, PIXEL_DISTANCES[name](pred, reference).mean())
+                add(name, pixel_weight, PIXEL_DISTANCES[name](pred, reference).mean())
         size = (pred.shape[-2], pred.shape[-1])
         for key, members in self._views.items():
-            extractor = self.extractors[key]
+            extractor = self._extractor(key)
             pred_features = extractor(pred)
             prepared = {m: self._cached_for(m, pred) for m in members if m in self._cached}
             uncached = [m for m in members if m not in prepared]
@@ -239,22 +247,22 @@ class CombinedLoss(nn.Module):
                 assert target is not None
                 with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
                     target_features = extractor(target)
-                    prepared.update({m: self.comparisons[m].prepare_target(target_features) for m in uncached})
+                    prepared.update({m: self._comparison(m).prepare_target(target_features) for m in uncached})
             for member in members:
-                add(member, self.term_weights[member], self.comparisons[member](pred_features, prepared[member], size).mean())
+                add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size).mean())
         if self.tv_weight:
             add("tv", self.tv_weight, total_variation(pred).mean())
         if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
             adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
-            weight: Tensor | float = self.adversarial["weight"]
+            adversarial_weight: Union[Tensor, float] = self.adversarial["weight"]
             if self.adversarial["adaptive"] and torch.is_grad_enabled():
                 if last_layer is None:
                     raise ValueError("adaptive adversarial weight needs last_layer=<the generator's last layer weight>.")
                 factor = adaptive_weight(total, adversarial, last_layer, self.adversarial["max_weight"])
-                weight = weight * factor
+                adversarial_weight = adversarial_weight * factor
                 parts["adversarial_weight"] = factor
             parts["adversarial"] = adversarial.detach()
-            total = total + weight * adversarial
+            total = total + adversarial_weight * adversarial
         elif self.adversarial is not None and fake_logits is None and torch.is_grad_enabled() and not self._warned_adversarial:
             self._warned_adversarial = True
             logger.warning("CombinedLoss has an adversarial term but forward() got no fake_logits: the term is left out.")
@@ -277,10 +285,16 @@ class CombinedLoss(nn.Module):
                 grayscale=self.grayscale, same_size=self.same_size,
             )  # fmt: skip
         if self.extractors:
-            check_module_compatible(pred, pred if target is None else target, next(iter(self.extractors.values())).scale)
+            check_module_compatible(pred, pred if target is None else target, self._extractor(next(iter(self._views))).scale)
         if self.check_inputs:
             check_range(pred, target, self.input_range, self._warned)
         return pred, target
+
+    def _comparison(self, name: str) -> Comparison:
+        return cast(Comparison, self.comparisons[name])
+
+    def _extractor(self, key: str) -> FeatureExtractor:
+        return cast(FeatureExtractor, self.extractors[key])
 
     def extra_repr(self) -> str:
         terms = [f"{k}={w:g}" for k, w in self.pixel_weights.items()]
@@ -319,5 +333,5 @@ def _parse_adversarial(config: Optional[Mapping[str, Any]]) -> Optional[dict[str
     options.update(config)
     if options["kind"] not in ADVERSARIAL_KINDS:
         raise ValueError(f"Unknown adversarial kind {options['kind']!r}; choose one of {ADVERSARIAL_KINDS}.")
-    options["weight"], options["start_step"] = float(options["weight"]), int(options["start_step"])
+    options["weight"], options["start_step"] = float(options["weight"]), int(options["start_step"])  # type: ignore[arg-type,call-overload]
     return options if options["weight"] else None

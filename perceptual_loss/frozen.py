@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 class FrozenModule(nn.Module):
     """An ``nn.Module`` that is frozen, eval-locked and absent from checkpoints (see module doc)."""
 
+    _load_prefixes: set[str]
+
     def __init__(self) -> None:
         super().__init__()
         self._load_prefixes: set[str] = set()
@@ -68,11 +70,13 @@ def _skip_own_keys(
         logger.debug("Ignoring %d frozen-network entries under %r in the loaded state dict", len(own), prefix)
     for key in own:
         del state_dict[key]
-    module._load_prefixes.add(prefix)  # type: ignore[union-attr]
+    assert isinstance(module, FrozenModule)
+    module._load_prefixes.add(prefix)
 
 
 def _forgive_own_missing_keys(module: nn.Module, incompatible_keys: Any) -> None:
-    prefixes = tuple(module._load_prefixes)  # type: ignore[union-attr]
-    module._load_prefixes.clear()  # type: ignore[union-attr]
+    assert isinstance(module, FrozenModule)
+    prefixes = tuple(module._load_prefixes)
+    module._load_prefixes.clear()
     missing = incompatible_keys.missing_keys
     missing[:] = [key for key in missing if not key.startswith(prefixes)]

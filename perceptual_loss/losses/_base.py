@@ -70,6 +70,10 @@ class Comparison(nn.Module):
 
     same_size: bool = True
     """Whether pred and target must have equal shapes (Gram matrices do not need it)."""
+    backbone: str
+    taps: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __init__(
         self,
