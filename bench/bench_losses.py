@@ -47,37 +47,17 @@ Run (2-3 minutes on 2 idle CPU cores with the defaults)::
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import random
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
-from torch import Tensor, nn
+from _common import WARMUP, Floor, Inputs, Step, describe_device, floor_step, peak_mb, time_steps
+from torch import nn
 
 from perceptual_loss import LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
-from perceptual_loss.backbones import IMAGENET_MEAN, IMAGENET_STD
-
-WARMUP = 2
-Step = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Floor:
-    """The bare backbone ``torchvision.models.<arch>(weights=None).features[: last + 1]``."""
-
-    arch: str
-    last: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.arch}[:{self.last + 1}]"
 
 
 @dataclass(frozen=True)
@@ -92,7 +72,7 @@ class Case:
 
 
 def _lpips_peer(net: str) -> nn.Module:
-    import lpips  # noqa: PLC0415 - an optional peer: a missing package skips its row
+    import lpips  # an optional peer: a missing package skips its row
 
     with warnings.catch_warnings():  # lpips builds its trunk with torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore")
@@ -135,45 +115,6 @@ SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
 
-@dataclass
-class Inputs:
-    """One image pair, in ``[0, 1]`` and (same values) in ``[-1, 1]``; ``pred*`` require grad.
-
-    Every step frees the gradients it made before returning, so each starts from the same memory.
-    """
-
-    pred: Tensor
-    target: Tensor
-    pred_signed: Tensor
-    target_signed: Tensor
-
-    @classmethod
-    def random(cls, shape: tuple[int, ...], device: torch.device) -> Inputs:
-        generator = torch.Generator().manual_seed(0)
-        pred, target = (torch.rand(shape, generator=generator).to(device) for _ in range(2))
-        return cls(pred.requires_grad_(), target, (2 * pred - 1).detach().requires_grad_(), 2 * target - 1)
-
-    def clear_grads(self) -> None:
-        self.pred.grad = self.pred_signed.grad = None
-
-
-def floor_step(floor: Floor, inputs: Inputs, device: torch.device) -> Step:
-    """The bare truncated backbone: plain normalisation, L1 on the last output, backward to pred."""
-    net = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
-    net = net.to(device).eval().requires_grad_(False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-
-    def step() -> None:
-        out = net((inputs.pred - mean) / std)
-        with torch.no_grad():
-            ref = net((inputs.target - mean) / std)
-        (out - ref).abs().mean().backward()
-        inputs.clear_grads()
-
-    return step
-
-
 def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
     """``loss(pred, target).mean().backward()`` (``.mean()``: lpips returns ``(N, 1, 1, 1)``)."""
     loss = case.build().to(device)
@@ -185,64 +126,6 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
         loss.zero_grad(set_to_none=True)
 
     return step
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_steps(steps: dict[str, Step], iters: int, device: torch.device) -> dict[str, float]:
-    """Median milliseconds per step; every iteration runs each case once, in a shuffled order."""
-    samples: dict[str, list[float]] = {key: [] for key in steps}
-    order, rng = list(steps), random.Random(0)
-    for iteration in range(WARMUP + iters):
-        rng.shuffle(order)
-        for key in order:
-            synchronize(device)
-            start = time.perf_counter()
-            steps[key]()
-            synchronize(device)
-            if iteration >= WARMUP:
-                samples[key].append(time.perf_counter() - start)
-    return {key: 1000 * statistics.median(values) for key, values in samples.items()}
-
-
-def cuda_peak_mb(step: Step, device: torch.device) -> float:
-    """Peak CUDA memory of one (already warmed-up) step above what was allocated before it."""
-    gc.collect()
-    synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-
-
-def cpu_peak_mb(steps: dict[str, Step]) -> dict[str, float]:
-    """Peak tensor memory (MB) of one step per case, from ``torch.profiler`` allocation events."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-        for key, step in steps.items():
-            with torch.profiler.record_function(f"bench:{key}"):
-                step()
-    # The raw Kineto events keep every allocation (+bytes) and free (-bytes) with its timestamp;
-    # the aggregated `prof.events()` attribute most of them to operators instead.
-    events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
-    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    spans = {
-        e.name().removeprefix("bench:"): (e.start_ns(), e.end_ns()) for e in events if e.name().startswith("bench:")
-    }
-    peaks: dict[str, float] = {}
-    for key, (start, end) in spans.items():
-        total = sum(nbytes for time_ns, nbytes in memory if time_ns < start)
-        peak = running = total
-        for time_ns, nbytes in memory:
-            if start <= time_ns <= end:
-                running += nbytes
-                peak = max(peak, running)
-        peaks[key] = (peak - total) / 2**20
-    return peaks
 
 
 def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
@@ -260,10 +143,8 @@ def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) ->
 
 
 def header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     return (
-        f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {where}, "
-        f"batch {args.batch}x3x{args.size}x{args.size}, threads {torch.get_num_threads()}, "
+        f"{describe_device(device)}, batch {args.batch}x3x{args.size}x{args.size}, "
         f"median of {args.iters} steps after {WARMUP} warm-up, 1-min load average {load_before:.2f} before "
         f"and {os.getloadavg()[0]:.2f} after the run (this process alone adds about its thread count)"
     )
@@ -314,10 +195,7 @@ def main() -> None:
             steps[case.floor.key] = floor_step(case.floor, inputs, device)
 
     ms = time_steps(steps, args.iters, device)
-    if device.type == "cuda":
-        mb = {key: cuda_peak_mb(step, device) for key, step in steps.items()}
-    else:
-        mb = cpu_peak_mb(steps)
+    mb = peak_mb(steps, device)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
     report = "\n\n".join([header(args, device, load_before), format_table(rows), NOTES])

@@ -1,0 +1,233 @@
+"""Wall time of scoring two folders with LPIPS: ``evaluate_folders`` against the lpips package's loop.
+
+What is measured, in one process, on the same folders and the same random trunk weights:
+
+- ``evaluate_folders(dir0, dir1, metrics=["lpips"], net=..., batch_size=8, weights=<file>)``: the
+  library's path (LPIPS model built once inside the call, pairs of equal size batched, images
+  decoded with PIL in a background thread while the previous batch is scored);
+- the ``lpips`` package's own loop, as in its ``lpips_2dirs.py`` script: build
+  ``lpips.LPIPS(net=..., pnet_rand=True)``, load the same trunk weights into it, then for each file
+  of ``dir0`` that ``dir1`` also has, load both images and call ``model.forward(img0, img1)``
+  under ``torch.no_grad()``, one pair at a time. ``lpips.load_image`` needs OpenCV, which may be
+  absent: the images are read with PIL to an ``(H, W, 3)`` uint8 array and passed to
+  ``lpips.im2tensor`` (what ``load_image`` returns for PNGs is the same array).
+
+Both timings are end to end: model construction, weight loading, decoding, scoring. Each path
+runs once untimed (warm-up), then ``--repeats`` times, the two alternated in a shuffled order
+(fixed seed); the table gives the median wall time, pairs/s and the speed-up (lpips loop /
+library). The LPIPS values of the two must agree: the max absolute difference is reported (it
+should be below 1e-5).
+
+For information, the CLI (``python -m perceptual_loss eval DIR0 DIR1 --metrics lpips``) runs once
+as a subprocess (interpreter start and imports included), next to a bare
+``python -c "import perceptual_loss"`` for the start-up share.
+
+Data: ``--pairs`` (default 48) RGB PNG pairs of ``--size`` (default 256) pixels, written to a
+temporary folder: a smooth random image (bicubic upsampling of 1/8-size uniform noise) and the
+same image plus Gaussian noise (``--noise``, default 0.05 of the range), clipped to 8 bits.
+Weights: a randomly initialised ``torchvision.models.<trunk>(weights=None)`` state dict saved under
+torchvision's file name in a temporary ``$TORCH_HOME`` hub cache; ``evaluate_folders`` gets its
+path, the CLI finds it through ``$TORCH_HOME`` (``--weights imagenet``). Speed does not depend on
+weight values. LPIPS' linear heads are the files the ``lpips`` package ships.
+
+Run (about 1-2 minutes on 2 idle CPU cores with the defaults)::
+
+    python bench/bench_evaluate.py
+    python bench/bench_evaluate.py --pairs 96 --size 512 --repeats 5 --out bench/evaluate.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from _common import describe_device, random_torch_home
+from PIL import Image
+
+from perceptual_loss import evaluate_folders
+from perceptual_loss.losses.lpips import LPIPS_NETWORKS
+from perceptual_loss.weights import imagenet_weights_path
+
+Scores = dict[str, float]
+"""LPIPS value per file name."""
+Net = Literal["alex", "vgg", "squeeze"]
+
+
+def write_pairs(root: Path, pairs: int, size: int, noise: float, seed: int = 0) -> tuple[Path, Path]:
+    """``root/dir0`` and ``root/dir1`` holding ``pairs`` PNGs each: a smooth image and a noisy copy."""
+    rng = np.random.default_rng(seed)
+    dir0, dir1 = root / "dir0", root / "dir1"
+    dir0.mkdir()
+    dir1.mkdir()
+    for index in range(pairs):
+        coarse = rng.integers(0, 256, (max(size // 8, 1), max(size // 8, 1), 3), dtype=np.uint8)
+        base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+        noisy = np.clip(base + rng.normal(0.0, 255.0 * noise, base.shape), 0, 255)
+        Image.fromarray(base.astype(np.uint8)).save(dir0 / f"{index:04d}.png")
+        Image.fromarray(np.rint(noisy).astype(np.uint8)).save(dir1 / f"{index:04d}.png")
+    return dir0, dir1
+
+
+def library_scores(dir0: Path, dir1: Path, net: Net, batch_size: int, weights: Path) -> Scores:
+    """``perceptual_loss.evaluate_folders`` with LPIPS only."""
+    result = evaluate_folders(dir0, dir1, metrics=["lpips"], net=net, batch_size=batch_size, weights=weights)
+    if result.failures:
+        raise RuntimeError(f"evaluate_folders failed on {result.failures}")
+    return {str(row["name"]): float(row["lpips"]) for row in result.rows}
+
+
+def build_reference(net: str, weights: Path) -> torch.nn.Module:
+    """``lpips.LPIPS`` with its shipped heads and the trunk weights of ``weights`` (a torchvision file)."""
+    import lpips  # the peer is only needed here
+
+    with warnings.catch_warnings():  # lpips builds its trunk with torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore")
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    for name, piece in model.net.named_children():
+        if name.startswith("slice"):
+            piece.load_state_dict({k: v for k, v in features.items() if k.split(".")[0] in piece._modules}, strict=True)
+    return model.eval()
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB, what ``lpips.load_image`` returns for a PNG (without OpenCV)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def reference_scores(dir0: Path, dir1: Path, net: str, weights: Path) -> Scores:
+    """The loop of lpips' ``lpips_2dirs.py``: one pair at a time, images decoded inline."""
+    import lpips  # the peer is only needed here
+
+    model = build_reference(net, weights)
+    scores: Scores = {}
+    for name in sorted(os.listdir(dir0)):
+        if (dir1 / name).exists():
+            img0 = lpips.im2tensor(read_rgb(dir0 / name))
+            img1 = lpips.im2tensor(read_rgb(dir1 / name))
+            with torch.no_grad():
+                scores[name] = float(model.forward(img0, img1))
+    return scores
+
+
+def time_runs(runs: dict[str, Callable[[], Scores]], repeats: int) -> tuple[dict[str, float], dict[str, Scores]]:
+    """Median wall seconds per run after one untimed warm-up each, runs alternated in shuffled order."""
+    seconds: dict[str, list[float]] = {key: [] for key in runs}
+    scores = {key: run() for key, run in runs.items()}  # warm-up
+    order, rng = list(runs), random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            runs[key]()
+            seconds[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in seconds.items()}, scores
+
+
+def time_command(command: list[str]) -> float:
+    """Wall seconds of one subprocess (which must succeed), inheriting this process' environment."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def max_difference(first: Scores, second: Scores) -> float:
+    if first.keys() != second.keys():
+        raise RuntimeError(f"the two paths scored different files: {sorted(first.keys() ^ second.keys())}")
+    return max(abs(first[name] - second[name]) for name in first)
+
+
+def format_table(args: argparse.Namespace, median: dict[str, float], cli: float, startup: float) -> str:
+    """In-process rows get pairs/s and the speed-up; the subprocess rows are for information."""
+    pairs, loop = args.pairs, median["lpips"]
+    rows = [
+        (f"perceptual_loss.evaluate_folders (batch {args.batch_size})", f"{median['library']:.2f}", "median",
+         f"{pairs / median['library']:.1f}", f"{loop / median['library']:.2f}"),
+        ("lpips one pair at a time (lpips_2dirs.py loop)", f"{loop:.2f}", "median", f"{pairs / loop:.1f}", "1.00"),
+        ("CLI: python -m perceptual_loss eval --metrics lpips (subprocess)", f"{cli:.2f}", "once",
+         f"{pairs / cli:.1f}", "-"),
+        ('start-up only: python -c "import perceptual_loss" (subprocess)', f"{startup:.2f}", "once", "-", "-"),
+    ]  # fmt: skip
+    lines = ["| path | wall s | of | pairs/s | speed-up vs lpips loop |", "|---|---:|---|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def header(args: argparse.Namespace, load_before: float) -> str:
+    return (
+        f"{describe_device(torch.device('cpu'))}, {args.pairs} PNG pairs of {args.size}x{args.size}, LPIPS {args.net} "
+        f"v0.1, median of {args.repeats} runs after 1 warm-up, 1-min load average {load_before:.2f} before and "
+        f"{os.getloadavg()[0]:.2f} after the run"
+    )
+
+
+NOTES = (
+    "All trunk weights random (one torchvision {trunk}(weights=None) file, used by both paths and, through "
+    "TORCH_HOME, the CLI): speed does not depend on weight values. lpips heads: the files the lpips package ships.\n"
+    "Wall times are end to end: model construction, weight loading, PNG decoding, scoring. The lpips loop reads "
+    "images with PIL + lpips.im2tensor (lpips.load_image needs OpenCV) and scores under torch.no_grad().\n"
+    "Issue target: evaluate_folders >= 2x faster than the lpips loop on a 2-core CPU."
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=48, help="image pairs (default 48)")
+    parser.add_argument("--size", type=int, default=256, help="image height and width (default 256)")
+    parser.add_argument("--noise", type=float, default=0.05, help="std of the added noise, in [0, 1] units")
+    parser.add_argument("--net", default="alex", choices=sorted(LPIPS_NETWORKS), help="LPIPS trunk (default alex)")
+    parser.add_argument("--batch-size", type=int, default=8, help="evaluate_folders' batch size (default 8)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path (default 3)")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    load_before = os.getloadavg()[0]
+    trunk = LPIPS_NETWORKS[args.net][0]
+    with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp, random_torch_home([trunk]):
+        dir0, dir1 = write_pairs(Path(tmp), args.pairs, args.size, args.noise)
+        weights = imagenet_weights_path(trunk)
+        runs = {
+            "library": lambda: library_scores(dir0, dir1, args.net, args.batch_size, weights),
+            "lpips": lambda: reference_scores(dir0, dir1, args.net, weights),
+        }
+        median, scores = time_runs(runs, args.repeats)
+        cli_command = [sys.executable, "-m", "perceptual_loss", "eval", str(dir0), str(dir1), "--metrics", "lpips"]
+        cli_options = ["--net", args.net, "--batch-size", str(args.batch_size), "--quiet"]
+        cli = time_command(cli_command + cli_options)
+        startup = time_command([sys.executable, "-c", "import perceptual_loss"])
+
+    difference = max_difference(scores["library"], scores["lpips"])
+    agreement = (
+        f"max |LPIPS evaluate_folders - LPIPS lpips loop| over {len(scores['lpips'])} pairs: {difference:.2e} "
+        f"(mean LPIPS {statistics.fmean(scores['lpips'].values()):.4f})"
+    )
+    report = "\n\n".join(
+        [header(args, load_before), format_table(args, median, cli, startup), agreement, NOTES.format(trunk=trunk)]
+    )
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
