@@ -18,20 +18,23 @@ from perceptual_loss import CombinedLoss, FeatureExtractor, InvalidWeightsError,
 from perceptual_loss.weights import imagenet_weights_path
 
 SHALLOW_TAPS = ["relu1_1", "conv1_2", "relu1_2", "pool1", "relu2_1", "conv2_2", "relu2_2"]
-PROPERTY_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @functools.cache
-def make_loss(kind: str, layers: tuple[str, ...] = ("relu1_2",)) -> nn.Module:
+def make_loss(kind: str, layers: tuple[str, ...] = ("relu1_2",), input_range: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
     if kind == "perceptual":
-        return PerceptualLoss(list(layers))
+        return PerceptualLoss(list(layers), input_range=input_range)
     if kind == "perceptual_l2":
-        return PerceptualLoss(list(layers), distance="l2")
+        return PerceptualLoss(list(layers), distance="l2", input_range=input_range)
     if kind == "style":
-        return StyleLoss(list(layers))
+        return StyleLoss(list(layers), input_range=input_range)
     if kind == "lpips":
-        return LPIPSLoss(net="squeeze")
-    return CombinedLoss(l1=1.0, charbonnier=1.0, perceptual={"layers": list(layers)}, style={"layers": list(layers)}, tv=0.1)
+        return LPIPSLoss(net="squeeze", input_range=input_range)
+    return CombinedLoss(
+        l1=1.0, charbonnier=1.0, perceptual={"layers": list(layers)}, style={"layers": list(layers)}, tv=0.1,
+        input_range=input_range,
+    )  # fmt: skip
 
 
 KINDS = ["perceptual", "perceptual_l2", "style", "lpips", "criterion"]
@@ -77,13 +80,16 @@ def assert_finite_value_and_gradient(loss: nn.Module, pred: torch.Tensor, target
     extra=st.tuples(st.integers(0, 9), st.integers(0, 9)),
     patterns=st.tuples(st.sampled_from(PATTERNS), st.sampled_from(PATTERNS)),
     seed=st.integers(0, 2**16),
-    autocast=st.sampled_from([None, torch.bfloat16]),
+    autocast=st.sampled_from([None, torch.bfloat16, torch.float16]),
+    input_range=st.sampled_from([(0.0, 1.0), (-1.0, 1.0)]),
 )
-def test_valid_input_never_gives_nan_or_inf(kind, layer, batch, extra, patterns, seed, autocast) -> None:
-    loss = make_loss(kind, (layer,))
+def test_valid_input_never_gives_nan_or_inf(kind, layer, batch, extra, patterns, seed, autocast, input_range) -> None:
+    loss = make_loss(kind, (layer,), input_range)
     minimum = loss.min_size
     shape = (batch, 3, minimum + extra[0], minimum + extra[1])
-    assert_finite_value_and_gradient(loss, images(patterns[0], shape, seed), images(patterns[1], shape, seed + 1), autocast)
+    low, high = input_range
+    pred, target = (images(p, shape, seed + i) * (high - low) + low for i, p in enumerate(patterns))
+    assert_finite_value_and_gradient(loss, pred, target, autocast)
 
 
 @PROPERTY_SETTINGS
