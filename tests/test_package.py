@@ -26,7 +26,10 @@ def test_typed_marker_ships() -> None:
 
 
 def test_library_never_prints() -> None:
+    """Only the command line prints: its stdout table is its product, and it runs in no training loop."""
     for path in PACKAGE.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
         calls = [
             node.lineno
             for node in ast.walk(ast.parse(path.read_text()))
