@@ -16,28 +16,13 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from perceptual_loss import LPIPSLoss
+from perceptual_loss.metrics import crop_border as shave
+from perceptual_loss.metrics import rgb_to_y
+
+__all__ = ["METRICS", "SRMetrics", "psnr_y", "rgb_to_y", "shave", "ssim_y"]
 
 METRICS = ("psnr", "ssim", "lpips")
 """Metric names, in table order. Higher is better for PSNR/SSIM, lower for LPIPS."""
-
-_BT601 = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
-
-
-def rgb_to_y(image: Tensor) -> Tensor:
-    """``(N, 3, H, W)`` RGB in [0, 1] -> ``(N, 1, H, W)`` BT.601 luma in [16/255, 235/255]."""
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected (N, 3, H, W) RGB; got {tuple(image.shape)}.")
-    r, g, b = image.float().unbind(1)
-    return (16.0 / 255.0 + _BT601[0] * r + _BT601[1] * g + _BT601[2] * b).unsqueeze(1)
-
-
-def shave(image: Tensor, border: int) -> Tensor:
-    """Remove ``border`` pixels from each side of ``(..., H, W)``."""
-    if border <= 0:
-        return image
-    if min(image.shape[-2:]) <= 2 * border:
-        raise ValueError(f"image of size {tuple(image.shape[-2:])} is too small to shave {border} pixels per border.")
-    return image[..., border:-border, border:-border]
 
 
 def psnr_y(pred: Tensor, target: Tensor, border: int = 0) -> Tensor:
