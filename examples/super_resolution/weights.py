@@ -51,7 +51,7 @@ def _warn_random(what: str, error: Exception) -> None:
     logger.warning(
         "%s\nIMAGENET WEIGHTS NOT AVAILABLE for %s: falling back to RANDOM backbone weights.\n"
         "Training still runs, but the perceptual/LPIPS terms and the LPIPS column are NOT perceptual.\n"
-        "Fix: put the torchvision ImageNet files in the torch hub cache, or pass loss.weights=/path/to/file.\n"
+        "Fix: put the torchvision ImageNet files in the torch hub cache, or pass the file's path (loss.weights=PATH for SR runs, weights=PATH for style transfer).\n"
         "Cause: %s\n%s",
         bar, what, error, bar,
     )  # fmt: skip
