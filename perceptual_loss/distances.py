@@ -116,31 +116,70 @@ def normalize_channels(features: Tensor, eps: float = LPIPS_EPS) -> Tensor:
     return f * torch.rsqrt(f.square().sum(dim=1, keepdim=True) + eps)
 
 
+class _LPIPSLayer(torch.autograd.Function):
+    """One LPIPS layer, ``conv1x1(head, (n(f) - t)^2)``, saving only ``f``, ``t`` and the norms.
+
+    The backbone already keeps ``f`` (a ReLU output) for its own backward, so the normalised
+    features and their difference are recomputed in backward instead of stored: autograd's
+    version of this would keep two more feature-sized tensors per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, target: Tensor, head: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        f = _float(features)
+        inv_norm = torch.rsqrt(f.square().sum(dim=1, keepdim=True) + eps)
+        diff = f * inv_norm - target
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            value = F.conv2d(diff.square(), head.to(diff.dtype))
+        ctx.save_for_backward(features, target, head, inv_norm)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
+        features, target, head, inv_norm = ctx.saved_tensors
+        f = _float(features)
+        normalized = f * inv_norm
+        # d value / d normalized = 2 * head * (normalized - target) * grad
+        grad_normalized = 2 * (normalized - target) * head.to(f.dtype).view(1, -1, 1, 1) * grad_value
+        grad_features = grad_target = None
+        if ctx.needs_input_grad[0]:
+            # n = f / sqrt(|f|^2 + eps):  dL/df = (g - n * <n, g>) / sqrt(|f|^2 + eps)
+            projection = (normalized * grad_normalized).sum(dim=1, keepdim=True)
+            grad_features = (inv_norm * (grad_normalized - normalized * projection)).to(features.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_target = -grad_normalized
+        return grad_features, grad_target, None, None
+
+
 def lpips_distance(
-    pred_normalized: Mapping[str, Tensor],
+    pred: Mapping[str, Tensor],
     target_normalized: Mapping[str, Tensor],
     heads: Mapping[str, Tensor],
     spatial_size: Optional[tuple[int, int]] = None,
+    eps: float = LPIPS_EPS,
 ) -> Tensor:
-    """LPIPS (Zhang et al., 2018) from channel-normalised features and linear heads.
+    """LPIPS (Zhang et al., 2018) from raw prediction features and normalised target features.
 
     ``sum_l mean_{h,w} (w_l . (n_l(pred) - n_l(target))^2)``, where ``n_l`` is
     :func:`normalize_channels` and ``w_l`` a non-negative ``(1, C_l, 1, 1)`` 1x1 convolution.
+    The prediction side is normalised here, inside a custom autograd function that recomputes the
+    normalisation in backward rather than storing it (less memory, same gradients).
 
     Args:
-        pred_normalized, target_normalized: ``{tap: (N, C, H, W)}`` from :func:`normalize_channels`.
+        pred: ``{tap: (N, C, H, W)}`` raw features of the prediction.
+        target_normalized: ``{tap: (N, C, H, W)}`` from :func:`normalize_channels` of the target.
         heads: ``{tap: (1, C, 1, 1)}`` linear-head weights.
         spatial_size: ``(H, W)`` of the input images for the spatial map; ``None`` for one value
             per sample.
+        eps: added to the squared norm inside the square root (see :func:`normalize_channels`).
 
     Returns:
         ``(N,)``, or ``(N, 1, H, W)`` (each layer's map upsampled bilinearly) with ``spatial_size``.
     """
     total: Optional[Tensor] = None
     for name, head in heads.items():
-        diff = (pred_normalized[name] - target_normalized[name]).square()
-        with torch.autocast(device_type=diff.device.type, enabled=False):
-            weighted = F.conv2d(diff, head.to(diff.dtype))
+        target = target_normalized[name]
+        weighted = _LPIPSLayer.apply(pred[name], target.to(torch.promote_types(target.dtype, torch.float32)), head, eps)
         if spatial_size is None:
             value = weighted.mean(dim=(1, 2, 3))
         else:

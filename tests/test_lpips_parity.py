@@ -78,3 +78,19 @@ def test_black_images_give_finite_gradients() -> None:
     pred = torch.zeros(1, 3, 32, 32, requires_grad=True)
     loss(pred, torch.rand(1, 3, 32, 32)).backward()
     assert torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_input_gradients_equal_reference_lpips(net: str) -> None:
+    """The custom backward (normalisation recomputed, not stored) gives lpips' own gradients."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.rand(2, 3, 48, 48, generator=generator)
+    y = torch.rand(2, 3, 48, 48, generator=generator)
+    ours_input = x.clone().requires_grad_(True)
+    LPIPSLoss(net=net, reduction="sum")(ours_input, y).backward()
+    theirs_input = x.clone().requires_grad_(True)
+    reference = reference_lpips(net, "0.1")
+    reference.spatial = False
+    reference(2 * theirs_input - 1, 2 * y - 1).sum().backward()
+    assert ours_input.grad.abs().max() > 0
+    torch.testing.assert_close(ours_input.grad, theirs_input.grad, rtol=1e-4, atol=1e-6)

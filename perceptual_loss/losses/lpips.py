@@ -78,7 +78,7 @@ class LPIPSComparison(Comparison):
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         """``(N,)`` LPIPS, or ``(N, 1, H, W)`` when spatial; see :func:`perceptual_loss.lpips_distance`."""
         heads = dict(zip(self.taps, self.heads.weights, strict=True))
-        return lpips_distance(self.prepare_target(pred_features), target, heads, image_size if self.spatial else None)
+        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None)
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}"
