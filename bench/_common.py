@@ -14,6 +14,7 @@ The scripts import this module as ``_common``: run them as ``python bench/<scrip
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import random
@@ -184,3 +185,19 @@ def random_torch_home(backbones: Iterable[str], seed: int = 0) -> Iterator[Path]
                 os.environ.pop("TORCH_HOME", None)
             else:
                 os.environ["TORCH_HOME"] = previous
+
+
+MEASUREMENT_NOTE = (
+    "ms: median per forward+backward step, cases interleaved. peak MB: tensor memory allocated during one step "
+    "above what was allocated before it (CPU: torch.profiler allocation events; CUDA: max_memory_allocated)."
+)
+
+
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every forward+backward benchmark shares: device, batch, size, iterations."""
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=default_device, help=f"cpu | cuda[:i] (default {default_device})")
+    parser.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
+    parser.add_argument("--size", type=int, default=128, help="image height and width (default 128)")
+    parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import WARMUP, Floor, Inputs, Step, describe_device, floor_step, peak_mb, random_torch_home, time_steps
+from _common import MEASUREMENT_NOTE, WARMUP, add_step_arguments, Floor, Inputs, Step, describe_device, floor_step, peak_mb, random_torch_home, time_steps
 from torch import Tensor, nn
 
 from perceptual_loss import CombinedLoss, LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
@@ -182,19 +182,14 @@ NOTES = (
     "+ LPIPS-vgg v0.1, weights 1; pred requires grad, target plain.\n"
     "floor: vgg16(weights=None).features[:30], frozen, (x-mean)/std, pred with autograd, target under no_grad, "
     "L1 of the last output, backward to pred.\n"
-    "ms: median per forward+backward step, cases interleaved. peak MB: tensor memory allocated during one step "
-    "above what was allocated before it (CPU: torch.profiler allocation events; CUDA: max_memory_allocated).\n"
-    "Issue targets: combined <= ~1.3x the floor; separate peers ~3.5x."
+    + MEASUREMENT_NOTE
+    + "\nIssue targets: combined <= ~1.3x the floor; separate peers ~3.5x."
 )
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("--device", default=default_device, help=f"cpu | cuda[:i] (default {default_device})")
-    parser.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
-    parser.add_argument("--size", type=int, default=128, help="image height and width (default 128)")
-    parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+    add_step_arguments(parser)
     others = [key for key in BUILDERS if key != "floor"]
     parser.add_argument(
         "--cases", default=",".join(others), help="comma list of: " + ", ".join(others) + " (the floor always runs)"

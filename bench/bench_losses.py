@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _common import WARMUP, Floor, Inputs, Step, describe_device, floor_step, peak_mb, time_steps
+from _common import MEASUREMENT_NOTE, WARMUP, add_step_arguments, Floor, Inputs, Step, describe_device, floor_step, peak_mb, time_steps
 from torch import nn
 
 from perceptual_loss import LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
@@ -156,18 +156,13 @@ NOTES = (
     "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
     "target under no_grad, L1 of the last output, backward to pred.\n"
     "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad.\n"
-    "ms: median per forward+backward step, cases interleaved. peak MB: tensor memory allocated during one step "
-    "above what was allocated before it (CPU: torch.profiler allocation events; CUDA: max_memory_allocated)."
+    + MEASUREMENT_NOTE
 )
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("--device", default=default_device, help=f"cpu | cuda[:i] (default {default_device})")
-    parser.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
-    parser.add_argument("--size", type=int, default=128, help="image height and width (default 128)")
-    parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+    add_step_arguments(parser)
     parser.add_argument("--cases", default=",".join(CASE_BY_KEY), help="comma list of: " + ", ".join(CASE_BY_KEY))
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, Features
+from ..distances import DISTANCES, Distance
 from ..validation import Grayscale, check_pair, check_range
 from ..weights import WeightsArg
 
@@ -99,6 +100,27 @@ class Comparison(nn.Module):
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         """``(N,)`` values (or a map) from pred features and a prepared target."""
         raise NotImplementedError
+
+
+class LayerComparison(Comparison):
+    """A :class:`Comparison` over weighted named layers with an ``l1``/``l2`` distance.
+
+    Args:
+        layers: tap names (weight 1 each) or ``{name: weight}``.
+        backbone: the torchvision backbone the taps belong to.
+        distance: ``"l1"`` | ``"l2"``.
+    """
+
+    def __init__(self, layers: Layers, backbone: str, distance: Distance) -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        layer_weights = parse_layers(layers)
+        super().__init__(backbone, list(layer_weights))
+        self.layer_weights = layer_weights
+        self.distance = distance
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
 
 
 class FeatureLoss(nn.Module):

@@ -5,28 +5,20 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..backbones import Features
-from ..distances import DISTANCES, Distance, feature_distance
+from ..distances import Distance, feature_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import Comparison, FeatureLoss, Layers, Reduction, parse_layers
+from ._base import FeatureLoss, LayerComparison, Layers, Reduction
 
 
-class PerceptualComparison(Comparison):
+class PerceptualComparison(LayerComparison):
     """``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` (``l1``) or squared (``l2``) -> ``(N,)``."""
 
     def __init__(self, layers: Layers = ("relu2_2",), backbone: str = "vgg16", distance: Distance = "l1") -> None:
-        if distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
-        layer_weights = parse_layers(layers)
-        super().__init__(backbone, list(layer_weights))
-        self.layer_weights = layer_weights
-        self.distance = distance
+        super().__init__(layers, backbone, distance)
 
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         return feature_distance(pred_features, target, self.layer_weights, self.distance)
-
-    def extra_repr(self) -> str:
-        return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
 
 
 class PerceptualLoss(FeatureLoss):

@@ -5,16 +5,16 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..backbones import Features
-from ..distances import DISTANCES, Distance, gram_matrices, style_distance
+from ..distances import Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import Comparison, FeatureLoss, Layers, Reduction, parse_layers
+from ._base import FeatureLoss, LayerComparison, Layers, Reduction
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 """Johnson et al.'s style layers on VGG16, the default."""
 
 
-class StyleComparison(Comparison):
+class StyleComparison(LayerComparison):
     """``sum_l w_l * mean_{ij} (G_l(pred) - G_l(target))_{ij}^2`` (or absolute) -> ``(N,)``.
 
     The prepared target is its Gram matrices, so a cached style target costs nothing per step.
@@ -23,12 +23,7 @@ class StyleComparison(Comparison):
     same_size = False
 
     def __init__(self, layers: Layers = JOHNSON_STYLE_LAYERS, backbone: str = "vgg16", distance: Distance = "l2") -> None:
-        if distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
-        layer_weights = parse_layers(layers)
-        super().__init__(backbone, list(layer_weights))
-        self.layer_weights = layer_weights
-        self.distance = distance
+        super().__init__(layers, backbone, distance)
 
     def prepare_target(self, features: Features) -> Features:
         """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
@@ -36,10 +31,6 @@ class StyleComparison(Comparison):
 
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         return style_distance(pred_features, target, self.layer_weights, self.distance)
-
-    def extra_repr(self) -> str:
-        return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
-
 
 class StyleLoss(FeatureLoss):
     """Weighted distance between Gram matrices of frozen-backbone features.
