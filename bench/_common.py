@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torchvision
@@ -200,4 +201,24 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
     parser.add_argument("--size", type=int, default=128, help="image height and width (default 128)")
     parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
+
+
+def step_header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
+    """The first report line: machine, batch, iterations and the load around the run."""
+    return (
+        f"{describe_device(device)}, batch {args.batch}x3x{args.size}x{args.size}, "
+        f"median of {args.iters} forward+backward steps after {WARMUP} warm-up, 1-min load average "
+        f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after the run (this process alone adds about its "
+        "thread count)"
+    )
+
+
+def emit_report(sections: list[str], skipped: list[str], out: Optional[Path]) -> None:
+    """Print the report (sections separated by blank lines) and write it to ``out`` if given."""
+    report = "\n\n".join(sections)
+    if skipped:
+        report += "\nskipped: " + "; ".join(skipped)
+    print(report)
+    if out:
+        out.write_text(report + "\n")
 

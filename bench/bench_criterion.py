@@ -50,7 +50,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import MEASUREMENT_NOTE, WARMUP, add_step_arguments, Floor, Inputs, Step, describe_device, floor_step, peak_mb, random_torch_home, time_steps
+from _common import (
+    MEASUREMENT_NOTE,
+    Floor,
+    Inputs,
+    Step,
+    add_step_arguments,
+    emit_report,
+    floor_step,
+    peak_mb,
+    random_torch_home,
+    step_header,
+    time_steps,
+)
 from torch import Tensor, nn
 
 from perceptual_loss import CombinedLoss, LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
@@ -166,14 +178,6 @@ def format_table(keys: list[str], ms: dict[str, float], mb: dict[str, float]) ->
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
-    return (
-        f"{describe_device(device)}, batch {args.batch}x3x{args.size}x{args.size}, "
-        f"median of {args.iters} forward+backward steps after {WARMUP} warm-up, 1-min load average "
-        f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after the run (this process alone adds about its "
-        "thread count)"
-    )
-
 
 NOTES = (
     "All weights random (weights=None; lpips pnet_rand=True; piq reads a random vgg16 file from a temporary "
@@ -228,12 +232,7 @@ def main() -> None:
     ms = time_steps(steps, args.iters, device)
     mb = peak_mb(steps, device)
 
-    report = "\n\n".join([header(args, device, load_before), format_table(list(steps), ms, mb), NOTES])
-    if skipped:
-        report += "\nskipped: " + "; ".join(skipped)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+    emit_report([step_header(args, device, load_before), format_table(list(steps), ms, mb), NOTES], skipped, args.out)
 
 
 if __name__ == "__main__":

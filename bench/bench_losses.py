@@ -54,7 +54,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _common import MEASUREMENT_NOTE, WARMUP, add_step_arguments, Floor, Inputs, Step, describe_device, floor_step, peak_mb, time_steps
+from _common import (
+    MEASUREMENT_NOTE,
+    Floor,
+    Inputs,
+    Step,
+    add_step_arguments,
+    emit_report,
+    floor_step,
+    peak_mb,
+    step_header,
+    time_steps,
+)
 from torch import nn
 
 from perceptual_loss import LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
@@ -142,13 +153,6 @@ def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) ->
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
-    return (
-        f"{describe_device(device)}, batch {args.batch}x3x{args.size}x{args.size}, "
-        f"median of {args.iters} steps after {WARMUP} warm-up, 1-min load average {load_before:.2f} before "
-        f"and {os.getloadavg()[0]:.2f} after the run (this process alone adds about its thread count)"
-    )
-
 
 NOTES = (
     "Losses built with weights=None (random weights: speed and memory do not depend on weight values); "
@@ -193,12 +197,7 @@ def main() -> None:
     mb = peak_mb(steps, device)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
-    report = "\n\n".join([header(args, device, load_before), format_table(rows), NOTES])
-    if skipped:
-        report += "\nskipped: " + "; ".join(skipped)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n")
+    emit_report([step_header(args, device, load_before), format_table(rows), NOTES], skipped, args.out)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ class FeatureLoss(nn.Module):
             comparison.backbone, comparison.taps, weights=weights, input_range=input_range, mean=comparison.mean, std=comparison.std
         )
         self._warned = [False]
+        self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
 
     @property
     def min_size(self) -> int:
@@ -163,7 +164,7 @@ class FeatureLoss(nn.Module):
             pred,
             target,
             min_size=self.min_size,
-            layers_note=f"layers {list(self.extractor.taps)} of {self.extractor.backbone}",
+            layers_note=self._layers_note,
             grayscale=self.grayscale,
             same_size=self.comparison.same_size,
         )
