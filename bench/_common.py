@@ -40,14 +40,23 @@ Step = Callable[[], None]
 
 @dataclass(frozen=True)
 class Floor:
-    """The bare backbone ``torchvision.models.<arch>(weights=None).features[: last + 1]``."""
+    """The bare backbone ``torchvision.models.<arch>(weights=None).features[: last + 1]``.
+
+    ``channels_last``: weights and input in ``torch.channels_last``, the fastest way to run the
+    same bare backbone on CPU (the library's extractors do this on CPU); otherwise torchvision's
+    default layout, as a user would run it.
+    """
 
     arch: str
     last: int
+    channels_last: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.arch}[:{self.last + 1}]"
+        return f"{self.arch}[:{self.last + 1}]" + (" channels_last" if self.channels_last else "")
+
+    def as_channels_last(self) -> Floor:
+        return Floor(self.arch, self.last, channels_last=True)
 
 
 @dataclass
@@ -75,14 +84,15 @@ class Inputs:
 def floor_step(floor: Floor, inputs: Inputs, device: torch.device) -> Step:
     """The bare truncated backbone: plain normalisation, L1 on the last output, backward to pred."""
     net = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
-    net = net.to(device).eval().requires_grad_(False)
+    layout = torch.channels_last if floor.channels_last else torch.contiguous_format
+    net = net.to(device, memory_format=layout).eval().requires_grad_(False)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def step() -> None:
-        out = net((inputs.pred - mean) / std)
+        out = net(((inputs.pred - mean) / std).contiguous(memory_format=layout))
         with torch.no_grad():
-            ref = net((inputs.target - mean) / std)
+            ref = net(((inputs.target - mean) / std).contiguous(memory_format=layout))
         (out - ref).abs().mean().backward()
         inputs.clear_grads()
 

@@ -13,6 +13,9 @@ The floor of a case is the bare truncated backbone that any loss on those layers
 ``torchvision.models.<arch>(weights=None).features[:last + 1]`` (frozen, eval), input normalised
 the plain way ``(x - mean) / std``, pred with autograd, target under ``torch.no_grad()``, an L1
 (mean absolute difference) of the last layer's outputs, backward to pred. Ratios are loss / floor.
+Each floor runs twice: as torchvision ships it (NCHW), and with its weights and input in
+``torch.channels_last`` ("CL"), which is how the library's extractors run on CPU (faster there),
+so that "ratio CL" isolates what the loss adds on top of the same convolutions.
 
 Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter``, CUDA
 synchronised). The cases are interleaved round-robin: every iteration runs each case once, in a
@@ -140,15 +143,17 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
 
 
 def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
+    """One row per case: the loss against its floor in the default layout and in channels_last."""
     lines = [
-        "| case | floor | floor ms | loss ms | ratio | peak MB floor | peak MB loss | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| case | floor | ms floor | ms floor CL | ms loss | ratio | ratio CL "
+        "| MB floor | MB floor CL | MB loss | ratio | ratio CL |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case, ms, mb in rows:
-        f, c = case.floor.key, case.key
+        f, cl, c = case.floor.key, case.floor.as_channels_last().key, case.key
         lines.append(
-            f"| {case.label} | {f} | {ms[f]:.1f} | {ms[c]:.1f} | {ms[c] / ms[f]:.2f} "
-            f"| {mb[f]:.1f} | {mb[c]:.1f} | {mb[c] / mb[f]:.2f} |"
+            f"| {case.label} | {f} | {ms[f]:.1f} | {ms[cl]:.1f} | {ms[c]:.1f} | {ms[c] / ms[f]:.2f} | {ms[c] / ms[cl]:.2f} "
+            f"| {mb[f]:.1f} | {mb[cl]:.1f} | {mb[c]:.1f} | {mb[c] / mb[f]:.2f} | {mb[c] / mb[cl]:.2f} |"
         )
     return "\n".join(lines)
 
@@ -158,7 +163,8 @@ NOTES = (
     "Losses built with weights=None (random weights: speed and memory do not depend on weight values); "
     "check_inputs=True (the default) unless the row says otherwise.\n"
     "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
-    "target under no_grad, L1 of the last output, backward to pred.\n"
+    "target under no_grad, L1 of the last output, backward to pred; run as torchvision ships it (NCHW), and "
+    "with weights and input in channels_last (CL, what the library's extractors do on CPU).\n"
     "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad.\n"
     + MEASUREMENT_NOTE
 )
@@ -190,8 +196,9 @@ def main() -> None:
         except SKIPPABLE as error:
             skipped.append(f"{case.key} ({type(error).__name__}: {error})")
             continue
-        if case.floor.key not in steps:
-            steps[case.floor.key] = floor_step(case.floor, inputs, device)
+        for floor in (case.floor, case.floor.as_channels_last()):
+            if floor.key not in steps:
+                steps[floor.key] = floor_step(floor, inputs, device)
 
     ms = time_steps(steps, args.iters, device)
     mb = peak_mb(steps, device)

@@ -165,10 +165,36 @@ class FeatureExtractor(FrozenModule):
         self.scale = nn.Parameter(scale.view(1, 3, 1, 1))
         self.shift = nn.Parameter(shift.view(1, 3, 1, 1))
         self.freeze()
+        self._match_memory_format()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FeatureExtractor:
+        """``.to()``, ``.cuda()``, ``.half()``, ...: then re-pick the weights' memory format."""
+        super()._apply(fn, recurse)
+        self._match_memory_format()
+        return self
+
+    def _match_memory_format(self) -> None:
+        """Conv weights channels_last on CPU, where :meth:`forward` feeds channels_last input.
+
+        oneDNN runs channels_last convolutions 10-40% faster on CPU (VGG, SqueezeNet), but only
+        if the weights are channels_last too: otherwise every call reorders them (time, and a
+        weight-sized copy per call). On other devices the weights keep the default layout, so
+        their convolutions run exactly as the user's input layout asks.
+        """
+        for module in self.layers.modules():
+            if isinstance(module, nn.Conv2d):
+                on_cpu = module.weight.device.type == "cpu"
+                layout = torch.channels_last if on_cpu else torch.contiguous_format
+                if not module.weight.is_contiguous(memory_format=layout):
+                    module.weight.data = module.weight.data.contiguous(memory_format=layout)
 
     def forward(self, images: Tensor) -> Features:
         """Run the truncated backbone; ``images``: ``(N, 3, H, W)`` in ``input_range``."""
         x = images * self.scale + self.shift
+        if x.device.type == "cpu":
+            # channels_last on CPU (see _match_memory_format): the features come out channels_last,
+            # and every comparison is written for either layout.
+            x = x.contiguous(memory_format=torch.channels_last)
         features: Features = {}
         for index, layer in enumerate(self.layers):
             x = layer(x)

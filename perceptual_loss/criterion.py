@@ -169,14 +169,11 @@ class CombinedLoss(nn.Module):
             raise ValueError(f"target of size {target.shape[-2]}x{target.shape[-1]} is too small: height and width must be at least {self.min_size}.")
         if self.check_inputs:
             check_range(None, target, self.input_range, self._warned)
-        with torch.no_grad():
-            for key, members in self._views.items():
-                wanted = [m for m in members if m in terms]
-                if wanted:
-                    extractor = self._extractor(key)
-                    features = extractor(target.to(extractor.scale.dtype))
-                    for member in wanted:
-                        self._cached[member] = self._comparison(member).prepare_target(features)
+        for key, members in self._views.items():
+            wanted = [m for m in members if m in terms]
+            if wanted:
+                extractor = self._extractor(key)
+                self._cached.update(self._prepare_targets(extractor, wanted, target.to(extractor.scale.dtype)))
         for term in terms:
             if term in self.pixel_weights:
                 self._cached[term] = target
@@ -193,6 +190,15 @@ class CombinedLoss(nn.Module):
             cached = cached.to(like.device) if isinstance(cached, Tensor) else {k: v.to(like.device) for k, v in cached.items()}
             self._cached[term] = cached
         return cached
+
+    def _prepare_targets(self, extractor: FeatureExtractor, terms: list[str], target: Tensor) -> dict[str, Any]:
+        """One target pass (no autograd unless ``target`` requires grad), prepared for each term.
+
+        The raw features go out of scope on return, so taps that no term keeps are freed.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+            features = extractor(target)
+            return {term: self._comparison(term).prepare_target(features) for term in terms}
 
     # ------------------------------------------------------------------ forward
 
@@ -240,14 +246,14 @@ class CombinedLoss(nn.Module):
         size = (pred.shape[-2], pred.shape[-1])
         for key, members in self._views.items():
             extractor = self._extractor(key)
-            pred_features = extractor(pred)
             prepared = {m: self._cached_for(m, pred) for m in members if m in self._cached}
             uncached = [m for m in members if m not in prepared]
             if uncached:  # one target pass for every term of this view, without autograd
                 assert target is not None
-                with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-                    target_features = extractor(target)
-                    prepared.update({m: self._comparison(m).prepare_target(target_features) for m in uncached})
+                prepared.update(self._prepare_targets(extractor, uncached, target))
+            # The target first: its taps that no term kept are freed before pred's forward pass
+            # saves its activations.
+            pred_features = extractor(pred)
             for member in members:
                 add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size).mean())
         if self.tv_weight:

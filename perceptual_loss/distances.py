@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Distance = Literal["l1", "l2"]
 DISTANCES = ("l1", "l2")
@@ -56,7 +57,7 @@ def feature_distance(
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
         diff = _float(pred[name]) - _float(target[name])
-        value = weight * _elementwise(diff, distance).flatten(1).mean(1)
+        value = weight * _elementwise(diff, distance).mean(dim=(1, 2, 3))
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
     return total
@@ -66,11 +67,43 @@ def gram_matrix(features: Tensor) -> Tensor:
     """Normalised Gram matrix ``F F^T / (C * H * W)`` of ``(N, C, H, W)`` features -> ``(N, C, C)``.
 
     Always computed in float32 (or float64), with autocast off, so fp16 features cannot overflow.
+    Its backward is one batched matrix product, ``(g + g^T) F / (C H W)`` (autograd's generic
+    one takes two and a sum), and it keeps no copy of ``F`` beyond the features themselves.
     """
-    n, c, h, w = features.shape
-    flat = _float(features).reshape(n, c, h * w)
-    with torch.autocast(device_type=features.device.type, enabled=False):
-        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    return _GramMatrix.apply(features)
+
+
+def _as_rows(f: Tensor) -> Tensor:
+    """``(N, C, H, W)`` -> ``(N, H*W, C)`` without a copy (a transposed view for NCHW input)."""
+    n, c, h, w = f.shape
+    if _is_channels_last(f):
+        return f.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    return f.reshape(n, c, h * w).transpose(1, 2)
+
+
+class _GramMatrix(torch.autograd.Function):
+    """``F F^T / (C H W)`` in at least float32, for either memory format; see :func:`gram_matrix`."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(features)
+        rows = _as_rows(_float(features))
+        n, c, h, w = features.shape
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return torch.bmm(rows.transpose(1, 2), rows).div_(c * h * w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_gram: Tensor) -> Tensor:  # type: ignore[override]
+        (features,) = ctx.saved_tensors
+        n, c, h, w = features.shape
+        symmetric = (grad_gram + grad_gram.transpose(1, 2)).div_(c * h * w)
+        f = _float(features)
+        if _is_channels_last(f):  # grad rows (N, HW, C) -> a channels_last (N, C, H, W)
+            grad = torch.bmm(_as_rows(f), symmetric).view(n, h, w, c).permute(0, 3, 1, 2)
+        else:
+            grad = torch.bmm(symmetric, f.reshape(n, c, h * w)).view(n, c, h, w)
+        return grad.to(features.dtype)
 
 
 def gram_matrices(features: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -97,10 +130,30 @@ def style_distance(
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
         diff = gram_matrix(pred[name]) - target_grams[name]
-        value = weight * _elementwise(diff, distance).flatten(1).mean(1)
+        value = weight * _elementwise(diff, distance).mean(dim=(1, 2))
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
     return total
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    """True when the channels are the innermost dimension (``channels_last``), C > 1."""
+    return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1
+
+
+def _channel_sum_of_squares(x: Tensor) -> Tensor:
+    """``sum_c x_c^2``: ``(N, C, H, W)`` -> ``(N, 1, H, W)``, one reduction kernel in either layout."""
+    if _is_channels_last(x):
+        return torch.linalg.vector_norm(x, dim=1, keepdim=True).square()
+    return torch.linalg.vecdot(x, x, dim=1).unsqueeze(1)
+
+
+def _weighted_channel_sum(x: Tensor, weight: Tensor) -> Tensor:
+    """``sum_c weight_c x_c`` as one matrix-vector product: ``(N, C, H, W), (C,)`` -> ``(N, 1, H, W)``."""
+    n, c, h, w = x.shape
+    if _is_channels_last(x):
+        return torch.matmul(x.permute(0, 2, 3, 1), weight).unsqueeze(1)
+    return torch.matmul(weight.view(1, c), x.reshape(n, c, h * w)).view(n, 1, h, w)
 
 
 def normalize_channels(features: Tensor, eps: float = LPIPS_EPS) -> Tensor:
@@ -110,44 +163,52 @@ def normalize_channels(features: Tensor, eps: float = LPIPS_EPS) -> Tensor:
     with a finite gradient; the ``lpips`` package's ``f / (sqrt(sum f^2) + eps)`` gives NaN there.
     For any vector whose norm is not tiny the two agree to float precision.
 
-    Shape: ``(N, C, H, W)`` -> ``(N, C, H, W)`` in float32 (float64 stays float64).
+    Shape: ``(N, C, H, W)`` -> ``(N, C, H, W)`` in float32 (float64 stays float64), in the
+    memory format of ``features``.
     """
     f = _float(features)
-    return f * torch.rsqrt(f.square().sum(dim=1, keepdim=True) + eps)
+    return f * torch.rsqrt(_channel_sum_of_squares(f) + eps)
 
 
 class _LPIPSLayer(torch.autograd.Function):
-    """One LPIPS layer, ``conv1x1(head, (n(f) - t)^2)``, saving only ``f``, ``t`` and the norms.
+    """One LPIPS layer, ``sum_c w_c (n(f)_c - t_c)^2`` per pixel, saving only ``f``, ``t`` and the norms.
 
     The backbone already keeps ``f`` (a ReLU output) for its own backward, so the normalised
     features and their difference are recomputed in backward instead of stored: autograd's
-    version of this would keep two more feature-sized tensors per layer.
+    version of this would keep two more feature-sized tensors per layer. Forward and backward
+    are written as few passes over the feature maps as eager PyTorch allows (in-place updates of
+    one temporary, single-kernel channel reductions, the head as one matrix-vector product): on
+    CPU these memory-bound passes, not the arithmetic, cost the time.
     """
 
     @staticmethod
     def forward(ctx, features: Tensor, target: Tensor, head: Tensor, eps: float) -> Tensor:  # type: ignore[override]
         f = _float(features)
-        inv_norm = torch.rsqrt(f.square().sum(dim=1, keepdim=True) + eps)
-        diff = f * inv_norm - target
+        inv_norm = torch.rsqrt(_channel_sum_of_squares(f) + eps)
         with torch.autocast(device_type=f.device.type, enabled=False):
-            value = F.conv2d(diff.square(), head.to(diff.dtype))
+            # (n(f) - t)^2 with the product rounded first (no fused multiply-add), so that
+            # n(f) - t is exactly 0 where the target is normalize_channels of the same features.
+            squared = torch.mul(f, inv_norm).sub_(target).square_()
+            value = _weighted_channel_sum(squared, head.to(f.dtype).flatten())
         ctx.save_for_backward(features, target, head, inv_norm)
         return value
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
         features, target, head, inv_norm = ctx.saved_tensors
         f = _float(features)
-        normalized = f * inv_norm
-        # d value / d normalized = 2 * head * (normalized - target) * grad
-        grad_normalized = 2 * (normalized - target) * head.to(f.dtype).view(1, -1, 1, 1) * grad_value
-        grad_features = grad_target = None
+        # e = w (n - t) with n = f * inv_norm;  value = sum_c w (n - t)^2 per pixel, so
+        # d value / d n = 2 e  and  d value / d t = -2 e.
+        weighted = torch.mul(f, inv_norm).sub_(target).mul_(head.to(f.dtype).view(1, -1, 1, 1))
+        grad_target = -2 * weighted * grad_value if ctx.needs_input_grad[1] else None
+        grad_features = None
         if ctx.needs_input_grad[0]:
-            # n = f / sqrt(|f|^2 + eps):  dL/df = (g - n * <n, g>) / sqrt(|f|^2 + eps)
-            projection = (normalized * grad_normalized).sum(dim=1, keepdim=True)
-            grad_features = (inv_norm * (grad_normalized - normalized * projection)).to(features.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_target = -grad_normalized
+            # n = f / sqrt(|f|^2 + eps):  dL/df = (g - n <n, g>) / sqrt(|f|^2 + eps)  with g = 2 e grad
+            #   = 2 grad inv_norm e - 2 grad inv_norm^3 <f, e> f
+            scale = (2 * grad_value) * inv_norm
+            along_f = (-scale) * inv_norm.square() * torch.linalg.vecdot(weighted, f, dim=1).unsqueeze(1)
+            grad_features = weighted.mul_(scale).addcmul_(f, along_f).to(features.dtype)
         return grad_features, grad_target, None, None
 
 

@@ -22,12 +22,12 @@ def _diff(pred: Tensor, target: Tensor) -> Tensor:
 
 def l1_distance(pred: Tensor, target: Tensor) -> Tensor:
     """Mean absolute difference per sample: ``(N, C, H, W) x2 -> (N,)``."""
-    return _diff(pred, target).abs().flatten(1).mean(1)
+    return _diff(pred, target).abs().mean(dim=(1, 2, 3))
 
 
 def l2_distance(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared difference per sample: ``(N, C, H, W) x2 -> (N,)``."""
-    return _diff(pred, target).square().flatten(1).mean(1)
+    return _diff(pred, target).square().mean(dim=(1, 2, 3))
 
 
 def charbonnier_distance(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -35,7 +35,7 @@ def charbonnier_distance(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Ten
 
     ``eps`` is inside the square root, so the gradient is finite at ``pred == target``.
     """
-    return (_diff(pred, target).square() + eps * eps).sqrt().flatten(1).mean(1)
+    return (_diff(pred, target).square() + eps * eps).sqrt().mean(dim=(1, 2, 3))
 
 
 def total_variation(images: Tensor) -> Tensor:
@@ -44,8 +44,8 @@ def total_variation(images: Tensor) -> Tensor:
     Needs ``H, W >= 2``.
     """
     x = images.to(torch.promote_types(images.dtype, torch.float32))
-    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1)
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1)
+    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
     return dx + dy
 
 

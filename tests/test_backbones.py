@@ -143,6 +143,29 @@ def test_to_dtype_moves_everything() -> None:
     assert extractor(torch.rand(1, 3, 40, 40, dtype=torch.float64))["relu2"].dtype == torch.float64
 
 
+def _conv_weights(extractor: FeatureExtractor) -> list[torch.Tensor]:
+    return [m.weight for m in extractor.layers.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_cpu_runs_channels_last_and_other_devices_keep_the_default_layout() -> None:
+    extractor = FeatureExtractor("squeezenet1_1", ["fire3"], weights=None)
+    weights = [w for w in _conv_weights(extractor) if w.shape[-1] > 1]  # 1x1 kernels: both layouts at once
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
+    features = extractor(torch.rand(2, 3, 40, 40))["fire3"]
+    assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    extractor.to(torch.float64)  # any _apply re-picks the layout: still CPU, still channels_last
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(extractor))
+    extractor.to("meta")  # not CPU (as CUDA would be): back to the default layout
+    assert all(w.is_contiguous() for w in _conv_weights(extractor))
+
+
+def test_gradient_reaches_the_input_in_its_own_layout() -> None:
+    extractor = FeatureExtractor("alexnet", ["relu2"], weights=None)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    extractor(x)["relu2"].sum().backward()
+    assert x.grad is not None and x.grad.is_contiguous(), "a contiguous leaf gets a contiguous .grad"
+
+
 def test_input_is_not_modified() -> None:
     extractor = FeatureExtractor("vgg16", ["conv1_1", "relu1_1"], weights=None)
     x = torch.rand(1, 3, 8, 8) - 0.5

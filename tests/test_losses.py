@@ -260,6 +260,22 @@ def test_bfloat16_autocast_stays_close_to_float32(make, images) -> None:
     torch.testing.assert_close(approx, exact, rtol=5e-2, atol=0)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_matrix_equals_the_plain_formula_with_its_gradient(layout: torch.memory_format) -> None:
+    """The custom backward ((g + g^T) F / CHW, one matmul) against autograd on the textbook formula."""
+    torch.manual_seed(0)
+    base = torch.randn(2, 5, 4, 3, dtype=torch.float64)
+    features = base.clone().contiguous(memory_format=layout).requires_grad_(True)
+    reference = base.clone().requires_grad_(True)
+    weights = torch.randn(2, 5, 5, dtype=torch.float64)  # not symmetric: exercises g + g^T
+    (gram_matrix(features) * weights).sum().backward()
+    flat = reference.reshape(2, 5, 12)
+    (((flat @ flat.transpose(1, 2)) / 60) * weights).sum().backward()
+    torch.testing.assert_close(gram_matrix(features), (flat @ flat.transpose(1, 2) / 60).detach())
+    torch.testing.assert_close(features.grad, reference.grad)
+    assert torch.autograd.gradcheck(gram_matrix, (features.detach().requires_grad_(True),))
+
+
 def test_gram_matrix_does_not_overflow_in_half_precision() -> None:
     features = torch.full((1, 4, 64, 64), 200.0, dtype=torch.float16)
     gram = gram_matrix(features)

@@ -6,7 +6,7 @@ import lpips
 import pytest
 import torch
 
-from perceptual_loss import LPIPSLoss, normalize_channels
+from perceptual_loss import LPIPSLoss, lpips_distance, normalize_channels
 from perceptual_loss.losses.lpips import LPIPS_NETWORKS
 from perceptual_loss.weights import imagenet_weights_path
 
@@ -61,10 +61,11 @@ def test_minus_one_one_input_matches_lpips_directly() -> None:
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
 
 
-def test_zero_feature_vector_gradient_is_finite_where_lpips_gives_nan() -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_zero_feature_vector_gradient_is_finite_where_lpips_gives_nan(layout: torch.memory_format) -> None:
     features = torch.zeros(1, 4, 2, 2)
     features[..., 0, 0] = torch.tensor([1.0, 2.0, 0.0, 0.5])
-    ours = features.clone().requires_grad_(True)
+    ours = features.clone().contiguous(memory_format=layout).requires_grad_(True)
     normalize_channels(ours).square().sum().backward()
     assert torch.isfinite(ours.grad).all()
     theirs = features.clone().requires_grad_(True)
@@ -94,3 +95,35 @@ def test_input_gradients_equal_reference_lpips(net: str) -> None:
     reference(2 * theirs_input - 1, 2 * y - 1).sum().backward()
     assert ours_input.grad.abs().max() > 0
     torch.testing.assert_close(ours_input.grad, theirs_input.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_lpips_distance_equals_the_plain_formula_in_either_layout(layout: torch.memory_format, spatial: bool) -> None:
+    """The fused forward/backward against autograd on lpips' textbook formula (float64)."""
+    generator = torch.Generator().manual_seed(3)
+    shapes = {"a": (2, 6, 5, 4), "b": (2, 3, 3, 2)}
+    raw = {k: torch.rand(s, generator=generator, dtype=torch.float64) for k, s in shapes.items()}
+    raw["a"][0, :, 1, 1] = 0  # an all-zero feature vector, as after a ReLU
+    target = {k: normalize_channels(torch.rand(s, generator=generator, dtype=torch.float64)) for k, s in shapes.items()}
+    heads = {k: torch.rand(1, s[1], 1, 1, generator=generator, dtype=torch.float64) for k, s in shapes.items()}
+    size = (10, 8) if spatial else None
+
+    ours = {k: v.clone().contiguous(memory_format=layout).requires_grad_(True) for k, v in raw.items()}
+    value = lpips_distance(ours, {k: v.contiguous(memory_format=layout) for k, v in target.items()}, heads, size)
+    plain = {k: v.clone().requires_grad_(True) for k, v in raw.items()}
+    expected = 0
+    for k in shapes:
+        normalized = plain[k] / torch.sqrt(plain[k].square().sum(1, keepdim=True) + 1e-10)
+        layer = ((normalized - target[k]).square() * heads[k]).sum(1, keepdim=True)
+        if size is None:
+            expected = expected + layer.mean(dim=(1, 2, 3))
+        else:
+            expected = expected + torch.nn.functional.interpolate(layer, size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(value, expected)
+    weights = torch.rand(value.shape, generator=generator, dtype=torch.float64)
+    (value * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for k in shapes:
+        torch.testing.assert_close(ours[k].grad, plain[k].grad)
+        assert torch.isfinite(ours[k].grad).all()

@@ -181,7 +181,10 @@ class FeatureLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges."""
         pred, target = self.check(pred, target)
-        values = self.comparison(self.extractor(pred), self.target_features(target), (pred.shape[-2], pred.shape[-1]))
+        # The target first: whatever of its features the comparison does not keep (all of them
+        # for Gram matrices) is freed before pred's forward pass saves its activations.
+        prepared = self.target_features(target)
+        values = self.comparison(self.extractor(pred), prepared, (pred.shape[-2], pred.shape[-1]))
         return reduce(values, self.reduction)
 
 
