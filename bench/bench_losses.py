@@ -55,6 +55,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from _common import (
@@ -72,6 +73,7 @@ from _common import (
 from torch import nn
 
 from perceptual_loss import LPIPSLoss, MissingWeightsError, PerceptualLoss, StyleLoss
+from perceptual_loss.losses import FeatureLoss
 
 
 @dataclass(frozen=True)
@@ -129,34 +131,44 @@ SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
 
-def loss_step(case: Case, inputs: Inputs, device: torch.device) -> Step:
-    """``loss(pred, target).mean().backward()`` (``.mean()``: lpips returns ``(N, 1, 1, 1)``)."""
+def loss_step(case: Case, inputs: Inputs, device: torch.device) -> tuple[Step, Optional[float]]:
+    """``loss(pred, target).mean().backward()`` (``.mean()``: lpips returns ``(N, 1, 1, 1)``).
+
+    Also returns the MB of what the loss keeps of the target through the step (its prepared target:
+    the taps for PerceptualLoss, Gram matrices for StyleLoss, normalised taps for LPIPSLoss), which
+    no bare backbone keeps; ``None`` for the peer.
+    """
     loss = case.build().to(device)
     pred, target = (inputs.pred_signed, inputs.target_signed) if case.signed else (inputs.pred, inputs.target)
+    kept = None
+    if isinstance(loss, FeatureLoss):
+        with torch.no_grad():
+            kept = sum(t.numel() * t.element_size() for t in loss.target_features(target).values()) / 2**20
 
     def step() -> None:
         loss(pred, target).mean().backward()
         inputs.clear_grads()
         loss.zero_grad(set_to_none=True)
 
-    return step
+    return step, kept
 
 
-def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]]) -> str:
+def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]], kept: dict[str, Optional[float]]) -> str:
     """One row per case: the loss against its floor in the default layout and in channels_last."""
     lines = [
         "| case | floor | ms floor | ms floor CL | ms loss | ratio | ratio CL "
-        "| MB floor | MB floor CL | MB loss | ratio | ratio CL |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| MB floor | MB floor CL | MB loss | ratio | ratio CL | MB target kept |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case, ms, mb in rows:
         f, cl, c = case.floor.key, case.floor.as_channels_last().key, case.key
+        kept_mb = kept.get(c)
         lines.append(
             f"| {case.label} | {f} | {ms[f]:.1f} | {ms[cl]:.1f} | {ms[c]:.1f} | {ms[c] / ms[f]:.2f} | {ms[c] / ms[cl]:.2f} "
-            f"| {mb[f]:.1f} | {mb[cl]:.1f} | {mb[c]:.1f} | {mb[c] / mb[f]:.2f} | {mb[c] / mb[cl]:.2f} |"
+            f"| {mb[f]:.1f} | {mb[cl]:.1f} | {mb[c]:.1f} | {mb[c] / mb[f]:.2f} | {mb[c] / mb[cl]:.2f} "
+            f"| {'-' if kept_mb is None else f'{kept_mb:.1f}'} |"
         )
     return "\n".join(lines)
-
 
 
 NOTES = (
@@ -165,6 +177,8 @@ NOTES = (
     "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
     "target under no_grad, L1 of the last output, backward to pred; run as torchvision ships it (NCHW), and "
     "with weights and input in channels_last (CL, what the library's extractors do on CPU).\n"
+    "MB target kept: what the loss must hold of the target until backward (taps, Gram matrices, or LPIPS' "
+    "normalised taps), which the bare backbone does not keep; loss MB is about floor MB plus this.\n"
     "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad.\n"
     + MEASUREMENT_NOTE
 )
@@ -189,10 +203,11 @@ def main() -> None:
     device = torch.device(args.device)
     inputs = Inputs.random((args.batch, 3, args.size, args.size), device)
     steps: dict[str, Step] = {}
+    kept: dict[str, Optional[float]] = {}
     skipped: list[str] = []
     for case in (CASE_BY_KEY[key] for key in args.cases):
         try:
-            steps[case.key] = loss_step(case, inputs, device)
+            steps[case.key], kept[case.key] = loss_step(case, inputs, device)
         except SKIPPABLE as error:
             skipped.append(f"{case.key} ({type(error).__name__}: {error})")
             continue
@@ -204,7 +219,7 @@ def main() -> None:
     mb = peak_mb(steps, device)
 
     rows = [(CASE_BY_KEY[key], ms, mb) for key in args.cases if key in steps]
-    emit_report([step_header(args, device, load_before), format_table(rows), NOTES], skipped, args.out)
+    emit_report([step_header(args, device, load_before), format_table(rows, kept), NOTES], skipped, args.out)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ class FeatureExtractor(FrozenModule):
 
     Shape:
         - Input: ``(N, 3, H, W)`` with ``H, W >= min_size``, values in ``input_range``.
-        - Output: ``{tap: (N, C_tap, H_tap, W_tap)}`` for each requested tap.
+        - Output: ``{tap: (N, C_tap, H_tap, W_tap)}`` for each requested tap. On CPU the
+          network runs in ``torch.channels_last`` (faster there), so the features are
+          channels_last tensors: use ``reshape``/``flatten``, not ``view``, to change their shape.
 
     Example:
         >>> extractor = FeatureExtractor("vgg16", ["relu1_2", "relu2_2"], weights=None)

@@ -221,7 +221,12 @@ def evaluate_folders(
     pairing = pair_folders(first, second)
     first, second = Path(first), Path(second)
     device = torch.device(device)
-    lpips = LPIPSLoss(net=net, version=version, reduction="none", weights=weights).to(device) if "lpips" in metrics else None
+    # check_inputs=False: the images were decoded to [0, 1] here, so the range scan is redundant.
+    lpips = (
+        LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False).to(device)
+        if "lpips" in metrics
+        else None
+    )
 
     failures: list[tuple[str, str]] = []
     groups: dict[tuple[int, int], list[str]] = defaultdict(list)
@@ -282,7 +287,7 @@ def _same_size(loaded: list[Loaded]) -> Iterator[list[Loaded]]:
     yield from by_size.values()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _score(
     items: list[Loaded],
     metrics: Sequence[str],

@@ -120,11 +120,26 @@ def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
         ) from error
 
 
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped when the file's format allows it.
+
+    Memory-mapped, only the tensors that are used get read from disk (a full VGG or AlexNet file
+    is mostly classifier weights the extractor drops). Files in torch's legacy (non-zip) format
+    cannot be mapped and are read whole.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
     if not path.is_file():
         raise MissingWeightsError(f"The {what} file {str(path)!r} does not exist. Check the path.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise InvalidWeightsError(
             f"Could not read the {what} file {str(path)!r} with torch.load(weights_only=True) "

@@ -73,18 +73,19 @@ def test_corrupt_cached_file_is_named(monkeypatch, tmp_path: Path) -> None:
         FeatureExtractor(SMALL, ["fire9"])
 
 
-@pytest.mark.parametrize("form", ["full", "features_prefixed", "features_only"])
+@pytest.mark.parametrize("form", ["full", "features_prefixed", "features_only", "legacy_format"])
 def test_local_file_forms(form: str, tmp_path: Path) -> None:
+    """Full or features-only state dicts; zip files are memory-mapped, legacy-format ones read whole."""
     torch.manual_seed(3)
     full = models.squeezenet1_1(weights=None).state_dict()
-    if form == "full":
+    if form in ("full", "legacy_format"):
         state = full
     elif form == "features_prefixed":
         state = {k: v for k, v in full.items() if k.startswith("features.")}
     else:
         state = {k[len("features.") :]: v for k, v in full.items() if k.startswith("features.")}
     path = tmp_path / "weights.pth"
-    torch.save(state, path)
+    torch.save(state, path, _use_new_zipfile_serialization=form != "legacy_format")
     extractor = FeatureExtractor(SMALL, ["fire5"], weights=path)
     assert len(extractor.layers) == 8
     for name, value in extractor.layers.state_dict().items():
