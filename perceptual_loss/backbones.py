@@ -18,7 +18,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 from torchvision import models
 
 from .frozen import FrozenModule
@@ -158,6 +161,12 @@ class FeatureExtractor(FrozenModule):
             relu = layers[after] if after < len(layers) else None
             if name.startswith("conv") and isinstance(relu, nn.ReLU):
                 relu.inplace = False
+        for index in range(1, len(layers)):
+            pool = layers[index]
+            if type(pool) is nn.MaxPool2d and isinstance(layers[index - 1], nn.ReLU) and not pool.return_indices:
+                layers[index] = MaxPool2dRecomputingIndices(
+                    pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode
+                )
         self.layers = layers
 
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std
@@ -207,6 +216,42 @@ class FeatureExtractor(FrozenModule):
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}"
+
+
+class _MaxPoolRecomputingIndices(torch.autograd.Function):
+    """``max_pool2d`` that saves its input instead of the argmax, and recomputes the argmax in backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.pool_args = (kernel, stride, padding, dilation, ceil_mode)
+        return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        kernel, stride, padding, dilation, ceil_mode = ctx.pool_args
+        _, indices = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, dilation, ceil_mode, indices)
+        return grad_x, None, None, None, None, None
+
+
+class MaxPool2dRecomputingIndices(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that keeps no int64 argmax for backward; it recomputes it there instead.
+
+    Used where the pool follows a ReLU, whose output (the pool's input) autograd keeps anyway:
+    the pool then costs no memory for backward at all, instead of 8 bytes per output element
+    (about a tenth of VGG's activation memory), for one more pooling pass in backward. Values and
+    gradients are identical to ``nn.MaxPool2d``'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        stride = self.stride if self.stride is not None else self.kernel_size
+        args = [list(_pair(a)) for a in (self.kernel_size, stride, self.padding, self.dilation)]
+        return _MaxPoolRecomputingIndices.apply(x, *args, self.ceil_mode)
 
 
 def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:

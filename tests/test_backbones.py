@@ -166,6 +166,43 @@ def test_gradient_reaches_the_input_in_its_own_layout() -> None:
     assert x.grad is not None and x.grad.is_contiguous(), "a contiguous leaf gets a contiguous .grad"
 
 
+def _saved_dtypes(run) -> list[torch.dtype]:
+    """dtypes of every tensor autograd saves for backward while ``run()`` builds its graph."""
+    saved: list[torch.dtype] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.dtype)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return saved
+
+
+@pytest.mark.parametrize(("backbone", "tap"), [("vgg16", "relu5_3"), ("alexnet", "relu5"), ("squeezenet1_1", "fire9")])
+def test_pools_after_a_relu_keep_no_indices_and_match_torchvision(backbone: str, tap: str) -> None:
+    """The ReLU keeps the pool's input anyway; the argmax is recomputed in backward, bit for bit."""
+    extractor = FeatureExtractor(backbone, [tap], weights=None)
+    reference = getattr(models, backbone)(weights=None).features[: len(extractor.layers)]
+    reference.load_state_dict(extractor.layers.state_dict())
+    reference.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # as ours runs on CPU
+    x = torch.rand(2, 3, 80, 72)
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    outputs: dict[str, torch.Tensor] = {}
+    ours_saved = _saved_dtypes(lambda: outputs.update(ours=extractor(ours_x)[tap]))
+    normalized = lambda: (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)  # noqa: E731
+    ref_saved = _saved_dtypes(lambda: outputs.update(ref=reference(normalized())))
+    assert torch.int64 in ref_saved, "torchvision's pools save int64 argmax indices"
+    pools_after_relu = sum(isinstance(a, nn.ReLU) and isinstance(b, nn.MaxPool2d) for a, b in zip(reference, reference[1:]))
+    assert pools_after_relu == {"vgg16": 4, "alexnet": 2, "squeezenet1_1": 1}[backbone]
+    assert ours_saved.count(torch.int64) == ref_saved.count(torch.int64) - pools_after_relu
+    assert torch.equal(outputs["ours"], outputs["ref"])
+    grad = torch.randn_like(outputs["ref"])
+    (outputs["ours"] * grad).sum().backward()
+    (outputs["ref"] * grad).sum().backward()
+    assert torch.equal(ours_x.grad, ref_x.grad)
+
+
 def test_input_is_not_modified() -> None:
     extractor = FeatureExtractor("vgg16", ["conv1_1", "relu1_1"], weights=None)
     x = torch.rand(1, 3, 8, 8) - 0.5
