@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -246,12 +247,16 @@ class MaxPool2dRecomputingIndices(nn.MaxPool2d):
     gradients are identical to ``nn.MaxPool2d``'s.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stride = self.stride if self.stride is not None else self.kernel_size
+        # (kernel, stride, padding, dilation) as the lists aten wants, built once, not per call.
+        self._pool_args = [list(_pair(a)) for a in (self.kernel_size, stride, self.padding, self.dilation)]
+
     def forward(self, x: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        stride = self.stride if self.stride is not None else self.kernel_size
-        args = [list(_pair(a)) for a in (self.kernel_size, stride, self.padding, self.dilation)]
-        return _MaxPoolRecomputingIndices.apply(x, *args, self.ceil_mode)
+        return _MaxPoolRecomputingIndices.apply(x, *self._pool_args, self.ceil_mode)
 
 
 def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:

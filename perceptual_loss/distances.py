@@ -240,7 +240,7 @@ def lpips_distance(
     total: Optional[Tensor] = None
     for name, head in heads.items():
         target = target_normalized[name]
-        weighted = _LPIPSLayer.apply(pred[name], target.to(torch.promote_types(target.dtype, torch.float32)), head, eps)
+        weighted = _LPIPSLayer.apply(pred[name], _float(target), head, eps)
         if spatial_size is None:
             value = weighted.mean(dim=(1, 2, 3))
         else:

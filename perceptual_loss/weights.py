@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 from urllib.parse import urlparse
 
 import torch
@@ -99,7 +99,7 @@ def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
         if exists:
             # The file torchvision's weights API caches, memory-mapped: only the layers we keep
             # are ever read (VGG's classifier is 90% of the file).
-            return torch.load(cached, map_location="cpu", weights_only=True, mmap=True)
+            return _torch_load(cached)
         # Not cached: torchvision's weights API downloads it into the torch hub cache and
         # verifies the file's hash.
         return enum.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
@@ -120,7 +120,7 @@ def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
         ) from error
 
 
-def _torch_load(path: Path) -> object:
+def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``, memory-mapped when the file's format allows it.
 
     Memory-mapped, only the tensors that are used get read from disk (a full VGG or AlexNet file
