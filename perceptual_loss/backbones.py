@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 from torchvision import models
+from torchvision.models.squeezenet import Fire
 
 from .frozen import FrozenModule
 from .weights import WeightsArg, load_backbone_state
@@ -147,7 +148,7 @@ class FeatureExtractor(FrozenModule):
         # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
         with torch.device("meta"):
             full = _CONSTRUCTORS[backbone](weights=None)
-        layers: nn.Sequential = full.features[: last + 1]  # type: ignore[index,assignment]
+            layers: nn.Sequential = _saving_less_for_backward(full.features[: last + 1])  # type: ignore[index,arg-type]
         self.min_size = _min_input_size(layers, self._tap_at)
         state = load_backbone_state(backbone, weights, full.state_dict())
         layers = layers.to_empty(device="cpu")
@@ -162,12 +163,6 @@ class FeatureExtractor(FrozenModule):
             relu = layers[after] if after < len(layers) else None
             if name.startswith("conv") and isinstance(relu, nn.ReLU):
                 relu.inplace = False
-        for index in range(1, len(layers)):
-            pool = layers[index]
-            if type(pool) is nn.MaxPool2d and isinstance(layers[index - 1], nn.ReLU) and not pool.return_indices:
-                layers[index] = MaxPool2dRecomputingIndices(
-                    pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode
-                )
         self.layers = layers
 
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std
@@ -219,6 +214,22 @@ class FeatureExtractor(FrozenModule):
         return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}"
 
 
+def _saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
+    """Swap torchvision's max-pools and Fire modules for ones that compute the same values and
+    gradients but keep less for backward (see :class:`MaxPool2dRecomputingIndices`,
+    :class:`FireSharingOutput`). Parameter names and shapes are unchanged."""
+    for index, layer in enumerate(layers):
+        if type(layer) is nn.MaxPool2d and not layer.return_indices:
+            layers[index] = MaxPool2dRecomputingIndices(
+                layer.kernel_size, layer.stride, layer.padding, layer.dilation, ceil_mode=layer.ceil_mode
+            )
+        elif type(layer) is Fire:
+            layers[index] = FireSharingOutput(
+                layer.inplanes, layer.squeeze.out_channels, layer.expand1x1.out_channels, layer.expand3x3.out_channels
+            )
+    return layers
+
+
 class _MaxPoolRecomputingIndices(torch.autograd.Function):
     """``max_pool2d`` that saves its input instead of the argmax, and recomputes the argmax in backward."""
 
@@ -241,10 +252,11 @@ class _MaxPoolRecomputingIndices(torch.autograd.Function):
 class MaxPool2dRecomputingIndices(nn.MaxPool2d):
     """``nn.MaxPool2d`` that keeps no int64 argmax for backward; it recomputes it there instead.
 
-    Used where the pool follows a ReLU, whose output (the pool's input) autograd keeps anyway:
-    the pool then costs no memory for backward at all, instead of 8 bytes per output element
-    (about a tenth of VGG's activation memory), for one more pooling pass in backward. Values and
-    gradients are identical to ``nn.MaxPool2d``'s.
+    torchvision's pool keeps both its input and the argmax. Its input is kept anyway (by the ReLU
+    or Fire module before it, which are the same tensor), so this pool costs no memory for
+    backward at all, instead of 8 bytes per output element (about a tenth of VGG's activation
+    memory), for one more pooling pass in backward. Values and gradients are identical to
+    ``nn.MaxPool2d``'s.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -257,6 +269,42 @@ class MaxPool2dRecomputingIndices(nn.MaxPool2d):
         if not (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
         return _MaxPoolRecomputingIndices.apply(x, *self._pool_args, self.ceil_mode)
+
+
+class _ReLUCat(torch.autograd.Function):
+    """``relu(cat([a, b], dim=1))`` that saves only its output: the ReLU's mask is ``output > 0``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        output = torch.cat([a, b], dim=1).relu_()
+        ctx.save_for_backward(output)
+        ctx.split = a.shape[1]
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        (output,) = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, output, 0)  # what nn.ReLU's backward runs
+        return grad[:, : ctx.split], grad[:, ctx.split :]
+
+
+class FireSharingOutput(Fire):
+    """torchvision's SqueezeNet ``Fire`` whose expand activations are not kept twice for backward.
+
+    ``Fire`` ends in ``cat([relu(expand1x1(s)), relu(expand3x3(s))])``: autograd keeps both ReLU
+    outputs for their backward, and the next layer keeps the concatenation, a copy of the same
+    values. Here the ReLU is applied to the concatenation and its backward reads the mask from
+    that one tensor, which the next layer keeps anyway: a Fire module's output size less memory
+    per module. Values, gradients and parameter names are identical to ``Fire``'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        squeezed = self.squeeze_activation(self.squeeze(x))
+        expanded = self.expand1x1(squeezed), self.expand3x3(squeezed)
+        if torch.is_grad_enabled() and squeezed.requires_grad:
+            return _ReLUCat.apply(*expanded)
+        return torch.cat(expanded, dim=1).relu_()
 
 
 def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:

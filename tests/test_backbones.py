@@ -166,12 +166,12 @@ def test_gradient_reaches_the_input_in_its_own_layout() -> None:
     assert x.grad is not None and x.grad.is_contiguous(), "a contiguous leaf gets a contiguous .grad"
 
 
-def _saved_dtypes(run) -> list[torch.dtype]:
-    """dtypes of every tensor autograd saves for backward while ``run()`` builds its graph."""
-    saved: list[torch.dtype] = []
+def _saved_tensors(run) -> dict[int, torch.Tensor]:
+    """Every distinct storage autograd saves for backward while ``run()`` builds its graph."""
+    saved: dict[int, torch.Tensor] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        saved.append(tensor.dtype)
+        saved[tensor.untyped_storage().data_ptr()] = tensor
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -179,9 +179,15 @@ def _saved_dtypes(run) -> list[torch.dtype]:
     return saved
 
 
+def _nbytes(tensors) -> int:
+    return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
 @pytest.mark.parametrize(("backbone", "tap"), [("vgg16", "relu5_3"), ("alexnet", "relu5"), ("squeezenet1_1", "fire9")])
-def test_pools_after_a_relu_keep_no_indices_and_match_torchvision(backbone: str, tap: str) -> None:
-    """The ReLU keeps the pool's input anyway; the argmax is recomputed in backward, bit for bit."""
+def test_pools_and_fires_keep_less_for_backward_and_match_torchvision(backbone: str, tap: str) -> None:
+    """No pool keeps its int64 argmax (recomputed in backward) and no Fire module keeps its output
+    twice (its ReLUs' mask is read from the concatenation the next layer keeps), yet values and
+    gradients are bit for bit torchvision's."""
     extractor = FeatureExtractor(backbone, [tap], weights=None)
     reference = getattr(models, backbone)(weights=None).features[: len(extractor.layers)]
     reference.load_state_dict(extractor.layers.state_dict())
@@ -189,13 +195,23 @@ def test_pools_after_a_relu_keep_no_indices_and_match_torchvision(backbone: str,
     x = torch.rand(2, 3, 80, 72)
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
-    ours_saved = _saved_dtypes(lambda: outputs.update(ours=extractor(ours_x)[tap]))
+    ours_saved = _saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
     normalized = lambda: (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)  # noqa: E731
-    ref_saved = _saved_dtypes(lambda: outputs.update(ref=reference(normalized())))
-    assert torch.int64 in ref_saved, "torchvision's pools save int64 argmax indices"
-    pools_after_relu = sum(isinstance(a, nn.ReLU) and isinstance(b, nn.MaxPool2d) for a, b in zip(reference, reference[1:]))
-    assert pools_after_relu == {"vgg16": 4, "alexnet": 2, "squeezenet1_1": 1}[backbone]
-    assert ours_saved.count(torch.int64) == ref_saved.count(torch.int64) - pools_after_relu
+    fire_outputs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: fire_outputs.append(o)) for m in reference if isinstance(m, Fire)]
+    ref_saved = _saved_tensors(lambda: outputs.update(ref=reference(normalized())))
+    for hook in hooks:
+        hook.remove()
+
+    indices = [t for t in ref_saved.values() if t.dtype == torch.int64]
+    assert len(indices) == {"vgg16": 4, "alexnet": 2, "squeezenet1_1": 3}[backbone], "torchvision's pools save argmaxes"
+    assert not [t for t in ours_saved.values() if t.dtype == torch.int64]
+    # Each Fire's ReLU outputs (together its output's size) are no longer kept, except the last
+    # layer's: nothing after it keeps the concatenation, so that Fire keeps it instead.
+    duplicates = fire_outputs[:-1] if isinstance(reference[-1], Fire) else fire_outputs
+    assert len(fire_outputs) == {"vgg16": 0, "alexnet": 0, "squeezenet1_1": 8}[backbone]
+    assert _nbytes(ours_saved.values()) == _nbytes(ref_saved.values()) - _nbytes(indices) - _nbytes(duplicates)
+
     assert torch.equal(outputs["ours"], outputs["ref"])
     grad = torch.randn_like(outputs["ref"])
     (outputs["ours"] * grad).sum().backward()
