@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import lpips
 import pytest
 import torch
@@ -81,20 +83,35 @@ def test_black_images_give_finite_gradients() -> None:
     assert torch.isfinite(pred.grad).all()
 
 
-@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def reference_input_gradient(net: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d(sum of lpips' LPIPS-v0.1 distances)/dx, computed in float64 (on ``x``'s device)."""
+    reference = copy.deepcopy(reference_lpips(net, "0.1")).to(x.device, torch.float64)
+    reference.spatial = False
+    x64 = x.detach().to(torch.float64).requires_grad_(True)
+    reference(2 * x64 - 1, 2 * y.to(torch.float64) - 1).sum().backward()
+    assert x64.grad is not None
+    return x64.grad
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
 def test_input_gradients_equal_reference_lpips(net: str) -> None:
-    """The custom backward (normalisation recomputed, not stored) gives lpips' own gradients."""
+    """The custom backward (normalisation recomputed, not stored) gives lpips' own gradients.
+
+    The reference runs in float64: lpips' float32 gradients are themselves off by up to 1.4e-3 of
+    the largest one on VGG (ours: about 1e-5). In float64 the two agree to 1e-6 of it; what is
+    left is where eps sits (inside the square root here, outside in lpips).
+    """
     generator = torch.Generator().manual_seed(11)
     x = torch.rand(2, 3, 48, 48, generator=generator)
     y = torch.rand(2, 3, 48, 48, generator=generator)
-    ours_input = x.clone().requires_grad_(True)
-    LPIPSLoss(net=net, reduction="sum")(ours_input, y).backward()
-    theirs_input = x.clone().requires_grad_(True)
-    reference = reference_lpips(net, "0.1")
-    reference.spatial = False
-    reference(2 * theirs_input - 1, 2 * y - 1).sum().backward()
-    assert ours_input.grad.abs().max() > 0
-    torch.testing.assert_close(ours_input.grad, theirs_input.grad, rtol=1e-4, atol=1e-6)
+    expected = reference_input_gradient(net, x, y)
+    scale = expected.abs().max().item()
+    assert scale > 0
+    loss = LPIPSLoss(net=net, reduction="sum")
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-6)):
+        ours_input = x.to(dtype, copy=True).requires_grad_(True)
+        loss.to(dtype)(ours_input, y.to(dtype)).backward()
+        torch.testing.assert_close(ours_input.grad.double(), expected, rtol=0, atol=tolerance * scale, msg=str(dtype))
 
 
 @pytest.mark.parametrize("spatial", [False, True])
