@@ -88,9 +88,11 @@ def write_pairs(root: Path, pairs: int, size: int, noise: float, seed: int = 0) 
     return dir0, dir1
 
 
-def library_scores(dir0: Path, dir1: Path, net: Net, batch_size: int, weights: Path) -> Scores:
+def library_scores(dir0: Path, dir1: Path, net: Net, batch_size: int, weights: Path, device: str = "cpu") -> Scores:
     """``perceptual_loss.evaluate_folders`` with LPIPS only."""
-    result = evaluate_folders(dir0, dir1, metrics=["lpips"], net=net, batch_size=batch_size, weights=weights)
+    result = evaluate_folders(
+        dir0, dir1, metrics=["lpips"], net=net, batch_size=batch_size, weights=weights, device=device
+    )
     if result.failures:
         raise RuntimeError(f"evaluate_folders failed on {result.failures}")
     return {str(row["name"]): float(row["lpips"]) for row in result.rows}
@@ -117,23 +119,26 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def reference_scores(dir0: Path, dir1: Path, net: str, weights: Path, out: Path, no_grad: bool = False) -> Scores:
+def reference_scores(
+    dir0: Path, dir1: Path, net: str, weights: Path, out: Path, no_grad: bool = False, device: str = "cpu"
+) -> Scores:
     """The loop of lpips' ``lpips_2dirs.py``: one pair at a time, images decoded inline.
 
     As in the script, autograd stays on (it has no ``torch.no_grad()``; lpips' linear heads
     require grad, so each pair builds a small graph) and each distance is written to ``out``
     (the script also prints it; that is left out). ``no_grad=True``: the same loop under
-    ``torch.no_grad()``, a faster variant of the script.
+    ``torch.no_grad()``, a faster variant of the script. ``device="cuda"``: the script's
+    ``--use_gpu`` (the model and each image pair moved with ``.cuda()``).
     """
     import lpips  # the peer is only needed here
 
-    model = build_reference(net, weights)
+    model = build_reference(net, weights).to(device)
     scores: Scores = {}
     with open(out, "w") as handle, torch.set_grad_enabled(not no_grad):
         for name in os.listdir(dir0):
             if (dir1 / name).exists():
-                img0 = lpips.im2tensor(read_rgb(dir0 / name))
-                img1 = lpips.im2tensor(read_rgb(dir1 / name))
+                img0 = lpips.im2tensor(read_rgb(dir0 / name)).to(device)
+                img1 = lpips.im2tensor(read_rgb(dir1 / name)).to(device)
                 dist01 = model.forward(img0, img1)
                 handle.writelines("%s: %.6f\n" % (name, dist01))  # noqa: UP031 - the script's own line
                 scores[name] = float(dist01)
@@ -195,7 +200,7 @@ def format_table(args: argparse.Namespace, median: dict[str, float], cli: float,
 
 def header(args: argparse.Namespace, load_before: float) -> str:
     return (
-        f"{describe_device(torch.device('cpu'))}, {args.pairs} PNG pairs of {args.size}x{args.size}, LPIPS {args.net} "
+        f"{describe_device(torch.device(args.device))}, {args.pairs} PNG pairs of {args.size}x{args.size}, LPIPS {args.net} "
         f"v0.1, median of {args.repeats} runs after 1 warm-up, 1-min load average {load_before:.2f} before and "
         f"{os.getloadavg()[0]:.2f} after the run"
     )
@@ -219,6 +224,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--net", default="alex", choices=sorted(LPIPS_NETWORKS), help="LPIPS trunk (default alex)")
     parser.add_argument("--batch-size", type=int, default=8, help="evaluate_folders' batch size (default 8)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path (default 3)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:i] for every path (default cpu)")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     return parser.parse_args()
 
@@ -232,13 +238,13 @@ def main() -> None:
         weights = imagenet_weights_path(trunk)
         out = Path(tmp) / "example_dists.txt"
         runs = {
-            "library": lambda: library_scores(dir0, dir1, args.net, args.batch_size, weights),
-            "lpips": lambda: reference_scores(dir0, dir1, args.net, weights, out),
-            "lpips_no_grad": lambda: reference_scores(dir0, dir1, args.net, weights, out, no_grad=True),
+            "library": lambda: library_scores(dir0, dir1, args.net, args.batch_size, weights, args.device),
+            "lpips": lambda: reference_scores(dir0, dir1, args.net, weights, out, device=args.device),
+            "lpips_no_grad": lambda: reference_scores(dir0, dir1, args.net, weights, out, True, args.device),
         }
         median, scores = time_runs(runs, args.repeats)
         cli_command = [sys.executable, "-m", "perceptual_loss", "eval", str(dir0), str(dir1), "--metrics", "lpips"]
-        cli_options = ["--net", args.net, "--batch-size", str(args.batch_size), "--quiet"]
+        cli_options = ["--net", args.net, "--batch-size", str(args.batch_size), "--device", args.device, "--quiet"]
         cli = time_command(cli_command + cli_options)
         startup = time_command([sys.executable, "-c", "import perceptual_loss"])
 

@@ -32,9 +32,9 @@ def separate_total(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
         "l1": (pred - target).abs().mean(),
         "l2": ((pred - target) ** 2).mean(),
         "charbonnier": charbonnier_distance(pred, target).mean(),
-        "perceptual": PerceptualLoss({"relu2_2": 1.0, "conv3_3": 0.5})(pred, target),
-        "style": StyleLoss(["relu1_2", "relu3_3"])(pred, target),
-        "lpips": LPIPSLoss(net="vgg")(pred, target),
+        "perceptual": PerceptualLoss({"relu2_2": 1.0, "conv3_3": 0.5}).to(pred.device)(pred, target),
+        "style": StyleLoss(["relu1_2", "relu3_3"]).to(pred.device)(pred, target),
+        "lpips": LPIPSLoss(net="vgg").to(pred.device)(pred, target),
         "tv": total_variation(pred).mean(),
     }
     weights = {"l1": 1.0, "l2": 0.5, "charbonnier": 0.25, "perceptual": 0.1, "style": 1e3, "lpips": 0.3, "tv": 0.01}

@@ -1,0 +1,211 @@
+"""The same contracts on a GPU: the NCHW code paths, cuDNN, fp16 autocast, device errors.
+
+Everything else in the suite runs on the CPU, where the extractors run channels_last. These tests
+run only where CUDA is available (CI has no GPU, so they are skipped there); they were run on a
+lent GPU machine. ``PERCEPTUAL_LOSS_TEST_DEVICE=cpu`` runs them on the CPU, to debug the tests
+themselves. TF32 is switched off, so that cuDNN's float32 convolutions are comparable to 1e-5.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import models
+from torchvision.models.squeezenet import Fire
+
+from perceptual_loss import CombinedLoss, FeatureExtractor, LPIPSLoss, PerceptualLoss, StyleLoss, evaluate_folders
+
+from .test_backbones import _saved_tensors
+from .test_criterion import FULL, count_passes, separate_total
+from .test_lpips_parity import reference_input_gradient, reference_lpips
+
+DEVICE = os.environ.get("PERCEPTUAL_LOSS_TEST_DEVICE", "cuda" if torch.cuda.is_available() else "")
+pytestmark = pytest.mark.skipif(not DEVICE, reason="needs a CUDA device (or PERCEPTUAL_LOSS_TEST_DEVICE)")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32() -> Iterator[None]:
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _pair(shape: tuple[int, ...] = (3, 3, 64, 48), seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=generator)
+    return x, (x + 0.2 * torch.randn(shape, generator=generator)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("version", ["0.1", "0.0"])
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_lpips_equals_reference_on_device(net: str, version: str) -> None:
+    x, y = (t.to(DEVICE) for t in _pair())
+    ours = LPIPSLoss(net=net, version=version, reduction="none").to(DEVICE)(x, y)
+    reference = reference_lpips(net, version).to(DEVICE)
+    reference.spatial = False
+    with torch.no_grad():
+        expected = reference(2 * x - 1, 2 * y - 1).flatten()
+    reference.cpu()
+    assert ours.device.type == torch.device(DEVICE).type and (expected > 1e-3).all()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_lpips_input_gradients_equal_reference_on_device(net: str) -> None:
+    """Against lpips run in float64 on the device (see test_lpips_parity for why float64)."""
+    x, y = (t.to(DEVICE) for t in _pair())
+    expected = reference_input_gradient(net, x, y)
+    pred = x.clone().requires_grad_(True)
+    LPIPSLoss(net=net, reduction="sum").to(DEVICE)(pred, y).backward()
+    scale = expected.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(pred.grad.double(), expected, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PerceptualLoss({"relu2_2": 1.0, "conv4_3": 0.5}, distance="l2"),
+        lambda: PerceptualLoss(["conv5_4"], backbone="vgg19"),
+        lambda: StyleLoss(["relu1_2", "relu3_3"]),
+        lambda: LPIPSLoss(net="squeeze", spatial=True),
+    ],
+    ids=["perceptual", "perceptual-vgg19", "style", "lpips-spatial"],
+)
+def test_device_values_and_gradients_equal_the_cpu_ones(make) -> None:
+    """The device runs NCHW, the CPU channels_last: the two code paths agree."""
+    x, y = _pair((2, 3, 64, 64))
+    loss = make()
+    results = []
+    for device in ("cpu", DEVICE):
+        loss.to(device)
+        pred = x.to(device).requires_grad_(True)
+        value = loss(pred, y.to(device))
+        value.sum().backward()
+        results.append((value.detach().cpu(), pred.grad.cpu()))
+    (cpu_value, cpu_grad), (device_value, device_grad) = results
+    assert cpu_value.abs().sum() > 0
+    torch.testing.assert_close(device_value, cpu_value, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(device_grad, cpu_grad, rtol=1e-3, atol=1e-3 * cpu_grad.abs().max().item())
+
+
+def test_device_keeps_the_input_layout() -> None:
+    extractor = FeatureExtractor("vgg16", ["relu2_2"]).to(DEVICE)
+    conv_weights = [m.weight for m in extractor.modules() if isinstance(m, nn.Conv2d)]
+    on_cpu = torch.device(DEVICE).type == "cpu"
+    assert all(w.is_contiguous(memory_format=torch.channels_last if on_cpu else torch.contiguous_format) for w in conv_weights)
+    x = torch.rand(2, 3, 32, 32, device=DEVICE)
+    if not on_cpu:
+        assert extractor(x)["relu2_2"].is_contiguous()
+        assert extractor(x.contiguous(memory_format=torch.channels_last))["relu2_2"].is_contiguous(memory_format=torch.channels_last)
+    extractor.cpu()
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in extractor.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize(("backbone", "tap"), [("vgg16", "relu5_3"), ("alexnet", "relu5"), ("squeezenet1_1", "fire9")])
+def test_pools_and_fires_keep_less_and_match_torchvision_on_device(backbone: str, tap: str) -> None:
+    extractor = FeatureExtractor(backbone, [tap], weights=None).to(DEVICE)
+    reference = getattr(models, backbone)(weights=None).features[: len(extractor.layers)]
+    reference.load_state_dict(extractor.layers.state_dict())
+    reference.eval().requires_grad_(False).to(DEVICE)
+    if torch.device(DEVICE).type == "cpu":
+        reference.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 80, 72, device=DEVICE)
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    outputs: dict[str, torch.Tensor] = {}
+    ours_saved = _saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
+    normalized = ref_x * extractor.scale + extractor.shift
+    if torch.device(DEVICE).type == "cpu":
+        normalized = normalized.contiguous(memory_format=torch.channels_last)
+    ref_saved = _saved_tensors(lambda: outputs.update(ref=reference(normalized)))
+    assert not [t for t in ours_saved.values() if t.dtype == torch.int64]
+    assert [t for t in ref_saved.values() if t.dtype == torch.int64]
+    ours_bytes = sum(t.untyped_storage().nbytes() for t in ours_saved.values())
+    assert ours_bytes < sum(t.untyped_storage().nbytes() for t in ref_saved.values())
+    assert any(isinstance(m, Fire) for m in extractor.modules()) == (backbone == "squeezenet1_1")
+    assert torch.equal(outputs["ours"], outputs["ref"])
+    grad = torch.randn_like(outputs["ref"])
+    (outputs["ours"] * grad).sum().backward()
+    (outputs["ref"] * grad).sum().backward()
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=0, atol=1e-6 * ref_x.grad.abs().max().item())
+
+
+def test_style_gram_stays_float32_under_fp16_autocast() -> None:
+    """Activations of a few hundred overflow an fp16 Gram matrix; it is computed in float32."""
+    loss = StyleLoss(["relu1_2", "relu2_2"]).to(DEVICE)
+    x, y = (t.to(DEVICE) for t in _pair((2, 3, 64, 64)))
+    reference = loss(x, y)
+    autocast_type = torch.device(DEVICE).type
+    dtype = torch.float16 if autocast_type == "cuda" else torch.bfloat16
+    pred = x.clone().requires_grad_(True)
+    with torch.autocast(autocast_type, dtype=dtype):
+        value = loss(pred, y)
+        # a fresh extractor's raw activations in fp16: the Gram of these would overflow in fp16
+        features = loss.extractor(pred)["relu1_2"]
+    assert features.dtype == dtype
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    torch.testing.assert_close(value, reference, rtol=2e-2, atol=0)
+    value.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_combined_loss_on_device_equals_its_terms_with_one_pass_per_side() -> None:
+    x, y = (t.to(DEVICE) for t in _pair((2, 3, 64, 64)))
+    criterion = CombinedLoss(**FULL).to(DEVICE)
+    counts = count_passes(criterion)
+    pred = x.clone().requires_grad_(True)
+    total, parts = criterion(pred, y)
+    assert list(counts.values()) == [2], "one VGG pass for pred, one for target"
+    expected_total, expected_parts = separate_total(x, y)
+    assert sorted(parts) == sorted(expected_parts)
+    for name, value in expected_parts.items():
+        torch.testing.assert_close(parts[name], value, rtol=1e-5, atol=1e-7, msg=name)
+    torch.testing.assert_close(total.detach(), expected_total, rtol=1e-5, atol=1e-7)
+    total.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_inputs_on_another_device_are_a_clear_error() -> None:
+    if torch.device(DEVICE).type == "cpu":
+        pytest.skip("needs a second device")
+    loss = PerceptualLoss(["relu1_2"]).to(DEVICE)
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="target is on cpu"):
+        loss(x.to(DEVICE), x)
+    with pytest.raises(ValueError, match=r"loss is on cuda.*loss\.to\('cpu'\)"):
+        loss(x, x)
+
+
+def test_to_device_and_back_keeps_the_state_dict_empty() -> None:
+    loss = LPIPSLoss(net="squeeze").to(DEVICE)
+    tensors = [*loss.parameters(), *loss.buffers()]
+    assert tensors and all(t.device.type == torch.device(DEVICE).type and not t.requires_grad for t in tensors)
+    assert loss.state_dict() == {}
+    loss.train()
+    assert loss.training and not any(m.training for m in loss.extractor.modules())
+
+
+def test_evaluator_on_device_equals_the_cpu(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    for index, size in enumerate([(48, 40), (48, 40), (64, 64)]):
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        noisy = np.clip(image.astype(int) + rng.integers(-30, 31, image.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / "a" / f"{index}.png")
+        Image.fromarray(noisy).save(tmp_path / "b" / f"{index}.png")
+    on_cpu = evaluate_folders(tmp_path / "a", tmp_path / "b", device="cpu")
+    on_device = evaluate_folders(tmp_path / "a", tmp_path / "b", device=DEVICE)
+    assert len(on_device.rows) == len(on_cpu.rows) == 3 and not on_device.failures
+    for row_device, row_cpu in zip(on_device.rows, on_cpu.rows):
+        assert row_device["name"] == row_cpu["name"]
+        for metric in ("lpips", "psnr", "ssim"):
+            assert abs(float(row_device[metric]) - float(row_cpu[metric])) <= 1e-5 * max(1.0, abs(float(row_cpu[metric])))
