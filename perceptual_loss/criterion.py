@@ -111,6 +111,8 @@ class CombinedLoss(nn.Module):
             built = _build_comparison(name, config)
             if built is not None:
                 self.term_weights[name], self.comparisons[name] = built
+        # A plain tuple, read on every call: torch.compile traces it without a graph break.
+        self._target_terms: tuple[str, ...] = (*self.pixel_weights, *self.comparisons)
         self.adversarial = _parse_adversarial(adversarial)
         if grayscale not in (None, "repeat"):
             raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
@@ -147,7 +149,7 @@ class CombinedLoss(nn.Module):
     @property
     def target_terms(self) -> list[str]:
         """Terms that compare against a target (pixel and backbone terms; not TV/adversarial)."""
-        return [*self.pixel_weights, *self.comparisons]
+        return list(self._target_terms)
 
     def set_target(self, target: Tensor, terms: Optional[Sequence[str]] = None) -> None:
         """Cache a fixed target for ``terms`` (default: every term with a target).
@@ -275,7 +277,7 @@ class CombinedLoss(nn.Module):
         return LossOutput(total, parts)
 
     def _check(self, pred: Tensor, target: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-        uncached = [t for t in self.target_terms if t not in self._cached]
+        uncached = [t for t in self._target_terms if t not in self._cached]
         if target is None:
             if uncached:
                 raise ValueError(f"target is required: the terms {uncached} have no cached target (see set_target).")
