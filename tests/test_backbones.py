@@ -147,7 +147,7 @@ def _conv_weights(extractor: FeatureExtractor) -> list[torch.Tensor]:
     return [m.weight for m in extractor.layers.modules() if isinstance(m, nn.Conv2d)]
 
 
-def test_cpu_runs_channels_last_and_other_devices_keep_the_default_layout() -> None:
+def test_cpu_and_cuda_run_channels_last_other_devices_keep_the_default_layout() -> None:
     extractor = FeatureExtractor("squeezenet1_1", ["fire3"], weights=None)
     weights = [w for w in _conv_weights(extractor) if w.shape[-1] > 1]  # 1x1 kernels: both layouts at once
     assert weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
@@ -155,7 +155,7 @@ def test_cpu_runs_channels_last_and_other_devices_keep_the_default_layout() -> N
     assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
     extractor.to(torch.float64)  # any _apply re-picks the layout: still CPU, still channels_last
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(extractor))
-    extractor.to("meta")  # not CPU (as CUDA would be): back to the default layout
+    extractor.to("meta")  # neither CPU nor CUDA (as MPS would be): back to the default layout
     assert all(w.is_contiguous() for w in _conv_weights(extractor))
 
 

@@ -1,8 +1,7 @@
-"""The same contracts on a GPU: the NCHW code paths, cuDNN, fp16 autocast, device errors.
+"""The same contracts on a GPU: cuDNN, the split Gram product, fp16 autocast, device errors.
 
-Everything else in the suite runs on the CPU, where the extractors run channels_last. These tests
-run only where CUDA is available (CI has no GPU, so they are skipped there); they were run on a
-lent GPU machine. ``PERCEPTUAL_LOSS_TEST_DEVICE=cpu`` runs them on the CPU, to debug the tests
+Everything else in the suite runs on the CPU. These tests run only where CUDA is available (CI
+has no GPU, so they are skipped there); they were run on a lent H100 machine. ``PERCEPTUAL_LOSS_TEST_DEVICE=cpu`` runs them on the CPU, to debug the tests
 themselves. TF32 is switched off, so that cuDNN's float32 convolutions are comparable to 1e-5.
 """
 
@@ -20,7 +19,17 @@ from torch import nn
 from torchvision import models
 from torchvision.models.squeezenet import Fire
 
-from perceptual_loss import CombinedLoss, FeatureExtractor, LPIPSLoss, PerceptualLoss, StyleLoss, evaluate_folders
+from perceptual_loss import (
+    CombinedLoss,
+    FeatureExtractor,
+    LPIPSLoss,
+    PerceptualLoss,
+    StyleLoss,
+    evaluate_folders,
+    gram_matrix,
+    lpips_distance,
+    normalize_channels,
+)
 
 from .test_backbones import _saved_tensors
 from .test_criterion import FULL, count_passes, separate_total
@@ -97,17 +106,33 @@ def test_device_values_and_gradients_equal_the_cpu_ones(make) -> None:
     torch.testing.assert_close(device_grad, cpu_grad, rtol=1e-3, atol=1e-3 * cpu_grad.abs().max().item())
 
 
-def test_device_keeps_the_input_layout() -> None:
+def test_device_runs_channels_last_and_the_gradient_keeps_the_input_layout() -> None:
     extractor = FeatureExtractor("vgg16", ["relu2_2"]).to(DEVICE)
     conv_weights = [m.weight for m in extractor.modules() if isinstance(m, nn.Conv2d)]
-    on_cpu = torch.device(DEVICE).type == "cpu"
-    assert all(w.is_contiguous(memory_format=torch.channels_last if on_cpu else torch.contiguous_format) for w in conv_weights)
-    x = torch.rand(2, 3, 32, 32, device=DEVICE)
-    if not on_cpu:
-        assert extractor(x)["relu2_2"].is_contiguous()
-        assert extractor(x.contiguous(memory_format=torch.channels_last))["relu2_2"].is_contiguous(memory_format=torch.channels_last)
-    extractor.cpu()
-    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in extractor.modules() if isinstance(m, nn.Conv2d))
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in conv_weights)
+    x = torch.rand(2, 3, 32, 32, device=DEVICE, requires_grad=True)
+    features = extractor(x)["relu2_2"]
+    assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    features.sum().backward()
+    assert x.grad is not None and x.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_functional_forms_on_device_equal_the_cpu_in_either_layout(layout: torch.memory_format) -> None:
+    """gram_matrix (a split product on CUDA) and lpips_distance on features given directly."""
+    generator = torch.Generator().manual_seed(3)
+    pred, target = (torch.randn(4, 64, 48, 40, generator=generator).relu() for _ in range(2))
+    head = torch.rand(1, 64, 1, 1, generator=generator)
+    results = []
+    for device in ("cpu", DEVICE):
+        f = pred.to(device, copy=True).contiguous(memory_format=layout).requires_grad_(True)
+        t = normalize_channels(target.to(device).contiguous(memory_format=layout))
+        gram = gram_matrix(f)
+        value = lpips_distance({"x": f}, {"x": t}, {"x": head.to(device)})
+        (gram.square().sum() + value.sum()).backward()
+        results.append([r.detach().cpu() for r in (gram, value, f.grad)])
+    for cpu, device in zip(*results):
+        torch.testing.assert_close(device, cpu, rtol=1e-5, atol=1e-6 * cpu.abs().max().item())
 
 
 @pytest.mark.parametrize(("backbone", "tap"), [("vgg16", "relu5_3"), ("alexnet", "relu5"), ("squeezenet1_1", "fire9")])
@@ -115,16 +140,12 @@ def test_pools_and_fires_keep_less_and_match_torchvision_on_device(backbone: str
     extractor = FeatureExtractor(backbone, [tap], weights=None).to(DEVICE)
     reference = getattr(models, backbone)(weights=None).features[: len(extractor.layers)]
     reference.load_state_dict(extractor.layers.state_dict())
-    reference.eval().requires_grad_(False).to(DEVICE)
-    if torch.device(DEVICE).type == "cpu":
-        reference.to(memory_format=torch.channels_last)
+    reference.eval().requires_grad_(False).to(DEVICE, memory_format=torch.channels_last)  # as ours runs
     x = torch.rand(2, 3, 80, 72, device=DEVICE)
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
     ours_saved = _saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
-    normalized = ref_x * extractor.scale + extractor.shift
-    if torch.device(DEVICE).type == "cpu":
-        normalized = normalized.contiguous(memory_format=torch.channels_last)
+    normalized = (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)
     ref_saved = _saved_tensors(lambda: outputs.update(ref=reference(normalized)))
     assert not [t for t in ours_saved.values() if t.dtype == torch.int64]
     assert [t for t in ref_saved.values() if t.dtype == torch.int64]

@@ -276,6 +276,17 @@ def test_gram_matrix_equals_the_plain_formula_with_its_gradient(layout: torch.me
     assert torch.autograd.gradcheck(gram_matrix, (features.detach().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 64, 64), (1, 8, 96, 100), (3, 4, 5, 7), (20, 16, 32, 32)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_split_k_gram_equals_one_product(shape: tuple[int, ...], layout: torch.memory_format) -> None:
+    """The chunked product CUDA uses (it runs only there) equals the plain one, any size and layout."""
+    from perceptual_loss.distances import _as_rows, _split_k_gram
+
+    features = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
+    rows = _as_rows(features)
+    torch.testing.assert_close(_split_k_gram(rows), rows.transpose(1, 2) @ rows)
+
+
 def test_gram_matrix_does_not_overflow_in_half_precision() -> None:
     features = torch.full((1, 4, 64, 64), 200.0, dtype=torch.float16)
     gram = gram_matrix(features)
