@@ -126,7 +126,14 @@ CASES: tuple[Case, ...] = (
         lambda: LPIPSLoss(net="squeeze", weights=None),
     ),
 )
-CASE_BY_KEY = {case.key: case for case in CASES}
+COMPILED: tuple[Case, ...] = tuple(
+    Case(f"lpips-{net}-compiled", f"LPIPSLoss {net}, torch.compile (eager floor)", floor,
+         lambda net=net: torch.compile(LPIPSLoss(net=net, weights=None)))  # type: ignore[misc]
+    for net, floor in (("alex", Floor("alexnet", 11)), ("squeeze", Floor("squeezenet1_1", 12)))
+)  # fmt: skip
+"""Opt-in (``--cases``): LPIPS compiled with the default inductor backend, against the eager floor.
+On a GPU, small trunks are bound by the host's per-operator cost, which compilation removes."""
+CASE_BY_KEY = {case.key: case for case in CASES + COMPILED}
 SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
@@ -187,7 +194,8 @@ NOTES = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
-    parser.add_argument("--cases", default=",".join(CASE_BY_KEY), help="comma list of: " + ", ".join(CASE_BY_KEY))
+    default = ",".join(case.key for case in CASES)
+    parser.add_argument("--cases", default=default, help="comma list of: " + ", ".join(CASE_BY_KEY) + " (default: all but *-compiled)")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]

@@ -90,7 +90,13 @@ def test_lpips_input_gradients_equal_reference_on_device(net: str) -> None:
     ids=["perceptual", "perceptual-vgg19", "style", "lpips-spatial"],
 )
 def test_device_values_and_gradients_equal_the_cpu_ones(make) -> None:
-    """The device runs NCHW, the CPU channels_last: the two code paths agree."""
+    """cuDNN and oneDNN, the split and the single Gram product: the two devices agree.
+
+    Values agree to float precision. Gradients pass through max-pools, whose argmax can flip
+    between devices where two inputs differ by rounding only; each flip moves a gradient entry to
+    a neighbour (seen on an H100: VGG19 conv5_4, 5% of entries, up to 1.3% of the largest
+    gradient). So gradients must agree closely in direction and everywhere to 2% of the largest.
+    """
     x, y = _pair((2, 3, 64, 64))
     loss = make()
     results = []
@@ -103,7 +109,9 @@ def test_device_values_and_gradients_equal_the_cpu_ones(make) -> None:
     (cpu_value, cpu_grad), (device_value, device_grad) = results
     assert cpu_value.abs().sum() > 0
     torch.testing.assert_close(device_value, cpu_value, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(device_grad, cpu_grad, rtol=1e-3, atol=1e-3 * cpu_grad.abs().max().item())
+    torch.testing.assert_close(device_grad, cpu_grad, rtol=0, atol=2e-2 * cpu_grad.abs().max().item())
+    cosine = torch.nn.functional.cosine_similarity(device_grad.flatten(), cpu_grad.flatten(), dim=0)
+    assert cosine > 0.999, f"gradients point apart (cosine {cosine:.5f})"
 
 
 def test_device_runs_channels_last_and_the_gradient_keeps_the_input_layout() -> None:
