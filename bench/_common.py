@@ -43,7 +43,7 @@ class Floor:
     """The bare backbone ``torchvision.models.<arch>(weights=None).features[: last + 1]``.
 
     ``channels_last``: weights and input in ``torch.channels_last``, the fastest way to run the
-    same bare backbone on CPU (the library's extractors do this on CPU); otherwise torchvision's
+    same bare backbone on CPU and CUDA (the library's extractors do this there); otherwise torchvision's
     default layout, as a user would run it.
     """
 

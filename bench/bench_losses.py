@@ -14,7 +14,7 @@ The floor of a case is the bare truncated backbone that any loss on those layers
 the plain way ``(x - mean) / std``, pred with autograd, target under ``torch.no_grad()``, an L1
 (mean absolute difference) of the last layer's outputs, backward to pred. Ratios are loss / floor.
 Each floor runs twice: as torchvision ships it (NCHW), and with its weights and input in
-``torch.channels_last`` ("CL"), which is how the library's extractors run on CPU (faster there),
+``torch.channels_last`` ("CL"), which is how the library's extractors run on CPU and CUDA (faster there),
 so that "ratio CL" isolates what the loss adds on top of the same convolutions.
 
 Time: 2 warm-up steps, then the median of ``--iters`` steps (``time.perf_counter``, CUDA
@@ -183,7 +183,7 @@ NOTES = (
     "check_inputs=True (the default) unless the row says otherwise.\n"
     "floor: torchvision.models.<arch>(weights=None).features[:k], frozen, (x-mean)/std, pred with autograd, "
     "target under no_grad, L1 of the last output, backward to pred; run as torchvision ships it (NCHW), and "
-    "with weights and input in channels_last (CL, what the library's extractors do on CPU).\n"
+    "with weights and input in channels_last (CL, what the library's extractors do on CPU and CUDA).\n"
     "MB target kept: what the loss must hold of the target until backward (taps, Gram matrices, or LPIPS' "
     "normalised taps), which the bare backbone does not keep; loss MB is about floor MB plus this.\n"
     "peer lpips.LPIPS: fed 2x-1; it runs the target with autograd and its linear heads require grad.\n"

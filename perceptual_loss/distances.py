@@ -68,7 +68,8 @@ def gram_matrix(features: Tensor) -> Tensor:
 
     Always computed in float32 (or float64), with autocast off, so fp16 features cannot overflow.
     Its backward is one batched matrix product, ``(g + g^T) F / (C H W)`` (autograd's generic
-    one takes two and a sum), and it keeps no copy of ``F`` beyond the features themselves.
+    one takes two and a sum), and it keeps no copy of ``F`` beyond the features themselves. On
+    CUDA the forward product is summed from chunks of pixels, which keeps the GPU busy.
     """
     return _GramMatrix.apply(features)
 
