@@ -189,8 +189,8 @@ class FeatureExtractor(FrozenModule):
         oneDNN runs channels_last convolutions 10-40% faster on CPU (VGG, SqueezeNet), but only
         if the weights are channels_last too: otherwise every call reorders them (time, and a
         weight-sized copy per call). cuDNN's tensor-core convolutions work in NHWC: given NCHW
-        they convert every input and output (a fifth of VGG16's step on an H100; see README).
-        On other devices the weights keep the default layout.
+        they convert every input and output (VGG16's bare step on an H100: 17.9 ms NCHW, 13.4 ms
+        channels_last; see README). On other devices the weights keep the default layout.
         """
         for module in self.layers.modules():
             if isinstance(module, nn.Conv2d):
