@@ -160,6 +160,17 @@ def test_gradients_reach_the_input_and_nothing_else(make, images) -> None:
     assert all(not p.requires_grad and p.grad is None for p in loss.parameters())
 
 
+def test_second_order_gradients_are_refused_not_wrong(make, images) -> None:
+    """The hand-written backwards (pools, LPIPS layer, Gram) are first-order: a second backward
+    through them raises PyTorch's error rather than returning a wrong (e.g. zero) gradient."""
+    x, y = images
+    pred = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(make()(pred, y), pred, create_graph=True)
+    assert grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.square().sum().backward()
+
+
 def test_target_side_builds_no_graph(make, images) -> None:
     x, y = images
     loss = make()
