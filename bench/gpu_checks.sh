@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU checks as one short script (about 5 minutes on an H100): the CUDA tests, then the
+# benchmarks whose figures README's "On a GPU" section gives, each report written to OUT_DIR.
+#
+#   bash bench/gpu_checks.sh [OUT_DIR]            # default OUT_DIR: gpu_reports
+#   DEVICE=cpu BATCH=2 SIZE=64 ITERS=2 PAIRS=4 bash bench/gpu_checks.sh /tmp/dry   # a dry run
+#
+# Needs the project and its test dependencies importable (torch with CUDA, lpips, pytest). Each
+# step has its own time limit, so a slow or failing step does not take the others with it.
+set -u
+out="${1:-gpu_reports}"
+device="${DEVICE:-cuda}"
+common=(--device "$device" --batch "${BATCH:-16}" --size "${SIZE:-256}" --iters "${ITERS:-20}")
+mkdir -p "$out"
+cd "$(dirname "$0")/.." || exit 1
+export PYTHONUNBUFFERED=1 PERCEPTUAL_LOSS_TEST_DEVICE="$device"
+
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep going on failure
+    local seconds="$1" name="$2"
+    shift 2
+    echo "== $name"
+    timeout "$seconds" "$@" || echo "!! $name failed or timed out (exit $?)"
+}
+
+step 120 "CUDA tests" python -m pytest -q -p no:cacheprovider -o addopts=-ra tests/test_cuda.py
+step 120 "losses" python bench/bench_losses.py "${common[@]}" --out "$out/losses.md"
+step 240 "compiled LPIPS" python bench/bench_losses.py "${common[@]}" \
+    --cases lpips-alex,lpips-alex-compiled,lpips-squeeze,lpips-squeeze-compiled --out "$out/losses_compiled.md"
+step 90 "criterion" python bench/bench_criterion.py "${common[@]}" --out "$out/criterion.md"
+step 120 "evaluator" python bench/bench_evaluate.py --device "$device" --pairs "${PAIRS:-96}" --out "$out/evaluate.md"
+step 60 "profile" sh -c "python bench/profile_losses.py $(printf '%q ' "${common[@]}") \
+    --cases style-vgg16,lpips-alex > '$out/profile.md'"
+ls -l "$out"
