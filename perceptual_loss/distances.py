@@ -110,9 +110,8 @@ class _GramMatrix(torch.autograd.Function):
         rows = _as_rows(_float(features))
         n, c, h, w = features.shape
         with torch.autocast(device_type=features.device.type, enabled=False):
-            if features.is_cuda:
-                return _split_k_gram(rows).div_(c * h * w)
-            return torch.bmm(rows.transpose(1, 2), rows).div_(c * h * w)
+            product = _split_k_gram(rows) if features.is_cuda else torch.bmm(rows.transpose(1, 2), rows)
+            return product.div_(c * h * w)
 
     @staticmethod
     @once_differentiable

@@ -1,8 +1,10 @@
-"""Reference computations straight from torchvision, independent of the library's code."""
+"""Reference computations straight from torchvision, independent of the library's code, and
+what autograd saves for backward."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -43,3 +45,21 @@ def run_to(features: nn.Sequential, images01: Tensor, indices: dict[str, int]) -
         if len(out) == len(indices):
             break
     return out
+
+
+def saved_tensors(run: Callable[[], object]) -> dict[int, Tensor]:
+    """Every distinct storage autograd saves for backward while ``run()`` builds its graph."""
+    saved: dict[int, Tensor] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        saved[tensor.untyped_storage().data_ptr()] = tensor
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return saved
+
+
+def storage_bytes(tensors: Iterable[Tensor]) -> int:
+    """Bytes of the storages behind ``tensors``."""
+    return sum(t.untyped_storage().nbytes() for t in tensors)

@@ -11,7 +11,7 @@ from torchvision.models.squeezenet import Fire
 from perceptual_loss import TAPS, FeatureExtractor, available_taps
 from perceptual_loss.weights import imagenet_weights_path
 
-from .helpers import run_to, torchvision_features
+from .helpers import run_to, saved_tensors, storage_bytes, torchvision_features
 
 
 @pytest.mark.parametrize(
@@ -166,23 +166,6 @@ def test_gradient_reaches_the_input_in_its_own_layout() -> None:
     assert x.grad is not None and x.grad.is_contiguous(), "a contiguous leaf gets a contiguous .grad"
 
 
-def _saved_tensors(run) -> dict[int, torch.Tensor]:
-    """Every distinct storage autograd saves for backward while ``run()`` builds its graph."""
-    saved: dict[int, torch.Tensor] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        saved[tensor.untyped_storage().data_ptr()] = tensor
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run()
-    return saved
-
-
-def _nbytes(tensors) -> int:
-    return sum(t.untyped_storage().nbytes() for t in tensors)
-
-
 @pytest.mark.parametrize(("backbone", "tap"), [("vgg16", "relu5_3"), ("alexnet", "relu5"), ("squeezenet1_1", "fire9")])
 def test_pools_and_fires_keep_less_for_backward_and_match_torchvision(backbone: str, tap: str) -> None:
     """No pool keeps its int64 argmax (recomputed in backward) and no Fire module keeps its output
@@ -195,11 +178,11 @@ def test_pools_and_fires_keep_less_for_backward_and_match_torchvision(backbone: 
     x = torch.rand(2, 3, 80, 72)
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
-    ours_saved = _saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
+    ours_saved = saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
     normalized = lambda: (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)  # noqa: E731
     fire_outputs: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda m, i, o: fire_outputs.append(o)) for m in reference if isinstance(m, Fire)]
-    ref_saved = _saved_tensors(lambda: outputs.update(ref=reference(normalized())))
+    ref_saved = saved_tensors(lambda: outputs.update(ref=reference(normalized())))
     for hook in hooks:
         hook.remove()
 
@@ -210,7 +193,8 @@ def test_pools_and_fires_keep_less_for_backward_and_match_torchvision(backbone: 
     # layer's: nothing after it keeps the concatenation, so that Fire keeps it instead.
     duplicates = fire_outputs[:-1] if isinstance(reference[-1], Fire) else fire_outputs
     assert len(fire_outputs) == {"vgg16": 0, "alexnet": 0, "squeezenet1_1": 8}[backbone]
-    assert _nbytes(ours_saved.values()) == _nbytes(ref_saved.values()) - _nbytes(indices) - _nbytes(duplicates)
+    expected = storage_bytes(ref_saved.values()) - storage_bytes(indices) - storage_bytes(duplicates)
+    assert storage_bytes(ours_saved.values()) == expected
 
     assert torch.equal(outputs["ours"], outputs["ref"])
     grad = torch.randn_like(outputs["ref"])

@@ -32,7 +32,7 @@ from perceptual_loss import (
     normalize_channels,
 )
 
-from .test_backbones import _saved_tensors
+from .helpers import saved_tensors, storage_bytes
 from .test_criterion import FULL, count_passes, separate_total
 from .test_lpips_parity import reference_input_gradient, reference_lpips
 
@@ -153,13 +153,12 @@ def test_pools_and_fires_keep_less_and_match_torchvision_on_device(backbone: str
     x = torch.rand(2, 3, 80, 72, device=DEVICE)
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
-    ours_saved = _saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
+    ours_saved = saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
     normalized = (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)
-    ref_saved = _saved_tensors(lambda: outputs.update(ref=reference(normalized)))
+    ref_saved = saved_tensors(lambda: outputs.update(ref=reference(normalized)))
     assert not [t for t in ours_saved.values() if t.dtype == torch.int64]
     assert [t for t in ref_saved.values() if t.dtype == torch.int64]
-    ours_bytes = sum(t.untyped_storage().nbytes() for t in ours_saved.values())
-    assert ours_bytes < sum(t.untyped_storage().nbytes() for t in ref_saved.values())
+    assert storage_bytes(ours_saved.values()) < storage_bytes(ref_saved.values())
     assert any(isinstance(m, Fire) for m in extractor.modules()) == (backbone == "squeezenet1_1")
     assert torch.equal(outputs["ours"], outputs["ref"])
     grad = torch.randn_like(outputs["ref"])

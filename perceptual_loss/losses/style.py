@@ -32,6 +32,7 @@ class StyleComparison(LayerComparison):
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         return style_distance(pred_features, target, self.layer_weights, self.distance)
 
+
 class StyleLoss(FeatureLoss):
     """Weighted distance between Gram matrices of frozen-backbone features.
 
