@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--net", default="alex", choices=["alex", "vgg", "squeeze"], help="LPIPS trunk (default: alex)")
     ev.add_argument("--version", dest="lpips_version", default="0.1", choices=["0.1", "0.0"], help="LPIPS version")
     ev.add_argument("--batch-size", type=int, default=8, help="pairs of equal size scored together (default: 8)")
+    ev.add_argument("--workers", type=int, help="threads decoding images (default: one per CPU core, at most 8)")
     ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     ev.add_argument("--output", type=Path, help="write per-pair rows and the summary to a .csv or .json file")
     ev.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on BT.601 luma (SR convention)")
@@ -70,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate_folders(
             args.dir0, args.dir1, metrics=metrics, net=args.net, version=args.lpips_version, batch_size=args.batch_size,
             device=args.device, y_channel=args.y_channel, crop=args.crop, resize=args.resize, weights=args.weights,
-            progress=bar.update if bar is not None else None,
+            progress=bar.update if bar is not None else None, workers=args.workers,
         )  # fmt: skip
         if bar is not None:
             bar.close()

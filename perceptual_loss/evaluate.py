@@ -2,8 +2,9 @@
 
 Files are paired by relative path (recursively). Nothing is dropped silently: files on one side
 only, unreadable files and size mismatches are reported per file, and the counts say how many
-pairs were actually compared. Pairs of equal size are batched; images are decoded in a background
-thread while the previous batch is scored; the LPIPS model is built once.
+pairs were actually compared. Pairs of equal size are batched; images are decoded on several
+threads (one task per image, the next batches ahead of the one being scored) and become floats
+one batch at a time; the LPIPS model is built once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import csv
 import json
 import logging
 import math
+import os
 import statistics
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRICS = ("lpips", "psnr", "ssim")
 Resize = Optional[Literal["bicubic"]]
+MAX_DECODE_WORKERS = 8
+"""Default cap on decoding threads (PNG and JPEG decoders release the GIL, so threads scale)."""
+DECODE_AHEAD = 2
+"""Batches decoded ahead of the one being scored: enough to keep every decoding thread busy."""
 
 
 class EvaluationError(ValueError):
@@ -147,11 +153,15 @@ def pair_folders(first: Union[str, Path], second: Union[str, Path]) -> Pairing:
     return Pairing(sorted(a & b), sorted(a - b), sorted(b - a))
 
 
-def load_image(path: Path) -> Tensor:
-    """``(3, H, W)`` float32 RGB in ``[0, 1]`` (grayscale and palette converted; alpha dropped).
+def read_image(path: Path) -> Tensor:
+    """Decode an image file to ``(H, W, 3)`` RGB, as stored: no conversion to float yet.
+
+    Returns ``uint8`` in ``[0, 255]`` for 8-bit files (grayscale and palette converted to RGB,
+    alpha dropped), or ``float32`` in ``[0, 1]`` for 16-bit grayscale. :func:`to_unit_batch`
+    turns a list of them into a float batch in one pass.
 
     Raises:
-        OSError, ValueError: unreadable or corrupt file (the message names it).
+        OSError: unreadable or corrupt file (the message names it).
     """
     import numpy as np
     from PIL import Image
@@ -161,12 +171,39 @@ def load_image(path: Path) -> Tensor:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale
                 array = torch.from_numpy(np.asarray(image, dtype=np.float32)) / 65535.0
-                return array.clamp(0, 1).expand(3, -1, -1).contiguous()
-            rgb = image.convert("RGB")
-            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-            return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float().div_(255.0)
+                return array.clamp(0, 1)[:, :, None].expand(-1, -1, 3)
+            return torch.from_numpy(np.array(image.convert("RGB")))
     except Exception as error:  # noqa: BLE001 - PIL raises many types; name the file once
         raise OSError(f"cannot read image {path}: {error}") from error
+
+
+def to_unit_batch(images: Sequence[Tensor], device: Union[str, torch.device] = "cpu") -> Tensor:
+    """Stack :func:`read_image` outputs of one size into ``(N, 3, H, W)`` float32 in ``[0, 1]``.
+
+    The result is in ``torch.channels_last`` memory (the decoder's pixel order, which the
+    backbones use anyway). 8-bit images travel to ``device`` as bytes and become floats there:
+    ``value / 255``, the same numbers as converting each image on its own.
+    """
+    if all(image.dtype == torch.uint8 for image in images):
+        batch = torch.stack(list(images)).to(device)
+        return batch.permute(0, 3, 1, 2).float().div_(255.0)
+    floats = [image.float().div_(255.0) if image.dtype == torch.uint8 else image.float() for image in images]
+    return torch.stack(floats).to(device).permute(0, 3, 1, 2)
+
+
+def load_image(path: Path) -> Tensor:
+    """``(3, H, W)`` float32 RGB in ``[0, 1]``: :func:`read_image`, then :func:`to_unit_batch`.
+
+    Raises:
+        OSError: unreadable or corrupt file (the message names it).
+    """
+    return to_unit_batch([read_image(path)])[0]
+
+
+def default_workers() -> int:
+    """Decoding threads by default: the CPU cores this process may use, at most :data:`MAX_DECODE_WORKERS`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_DECODE_WORKERS))
 
 
 def _image_size(path: Path) -> Optional[tuple[int, int]]:
@@ -192,6 +229,7 @@ def evaluate_folders(
     resize: Resize = None,
     weights: WeightsArg = "imagenet",
     progress: Optional[Callable[[int], None]] = None,
+    workers: Optional[int] = None,
 ) -> EvaluationResult:
     """Compare each image in ``first`` with the image of the same relative path in ``second``.
 
@@ -207,6 +245,9 @@ def evaluate_folders(
         resize: ``None`` (a size mismatch fails that pair) or ``"bicubic"`` (the second image is
             resized to the first's size, antialiased).
         progress: called with the number of pairs just finished.
+        workers: threads decoding images (``None``: one per CPU core, at most
+            :data:`MAX_DECODE_WORKERS`). They decode the next batches while one is scored, and
+            each image is its own task, so all of them help whenever scoring waits for pixels.
 
     PSNR and SSIM use ``data_range=1`` on images scaled to ``[0, 1]`` (i.e. 255 for 8-bit files).
 
@@ -218,6 +259,9 @@ def evaluate_folders(
         raise EvaluationError(f"Unknown metric(s) {unknown}; choose from {METRICS}.")
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1; got {batch_size}.")
+    if workers is not None and workers < 1:
+        raise EvaluationError(f"workers must be >= 1; got {workers}.")
+    workers = workers or default_workers()
     pairing = pair_folders(first, second)
     first, second = Path(first), Path(second)
     device = torch.device(device)
@@ -236,13 +280,15 @@ def evaluate_folders(
     batches = [names[i : i + batch_size] for _, names in sorted(groups.items()) for i in range(0, len(names), batch_size)]
 
     rows: list[dict[str, Union[str, float]]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-        pending: Optional[Future] = pool.submit(_decode, batches[0], first, second, resize) if batches else None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        in_flight: deque[list[Future[Union[Loaded, tuple[str, str]]]]] = deque()
         for index in range(len(batches)):
-            assert pending is not None
-            loaded, failed = pending.result()
-            pending = pool.submit(_decode, batches[index + 1], first, second, resize) if index + 1 < len(batches) else None
-            failures.extend(failed)
+            while len(in_flight) <= DECODE_AHEAD and index + len(in_flight) < len(batches):
+                names = batches[index + len(in_flight)]
+                in_flight.append([pool.submit(_decode_pair, name, first, second, resize) for name in names])
+            decoded = [future.result() for future in in_flight.popleft()]
+            loaded = [item for item in decoded if not isinstance(item[1], str)]
+            failures.extend(item for item in decoded if isinstance(item[1], str))
             for size_group in _same_size(loaded):
                 rows.extend(_score(size_group, metrics, lpips, device, y_channel, crop, failures))
             if progress is not None:
@@ -260,24 +306,21 @@ def evaluate_folders(
 
 
 Loaded = tuple[str, Tensor, Tensor]
+"""A pair's name and its two images as :func:`read_image` gives them, ``(H, W, 3)``."""
 
 
-def _decode(names: list[str], first: Path, second: Path, resize: Resize) -> tuple[list[Loaded], list[tuple[str, str]]]:
-    loaded: list[Loaded] = []
-    failed: list[tuple[str, str]] = []
-    for name in names:
-        try:
-            a, b = load_image(first / name), load_image(second / name)
-        except OSError as error:
-            failed.append((name, str(error)))
-            continue
-        if a.shape != b.shape:
-            if resize is None:
-                failed.append((name, f"size mismatch: {a.shape[1]}x{a.shape[2]} vs {b.shape[1]}x{b.shape[2]} (use --resize bicubic)"))
-                continue
-            b = F.interpolate(b[None], size=a.shape[1:], mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
-        loaded.append((name, a, b))
-    return loaded, failed
+def _decode_pair(name: str, first: Path, second: Path, resize: Resize) -> Union[Loaded, tuple[str, str]]:
+    """``(name, image, reference)`` as :func:`read_image` gives them, or ``(name, reason)``."""
+    try:
+        a, b = read_image(first / name), read_image(second / name)
+    except OSError as error:
+        return name, str(error)
+    if a.shape != b.shape:
+        if resize is None:
+            return name, f"size mismatch: {a.shape[0]}x{a.shape[1]} vs {b.shape[0]}x{b.shape[1]} (use --resize bicubic)"
+        resized = F.interpolate(to_unit_batch([b]), size=a.shape[:2], mode="bicubic", antialias=True, align_corners=False)
+        b = resized.clamp(0, 1)[0].permute(1, 2, 0)  # (H, W, 3) float in [0, 1], as read_image gives
+    return name, a, b
 
 
 def _same_size(loaded: list[Loaded]) -> Iterator[list[Loaded]]:
@@ -298,8 +341,8 @@ def _score(
     failures: list[tuple[str, str]],
 ) -> list[dict[str, Union[str, float]]]:
     names = [name for name, _, _ in items]
-    a = torch.stack([x for _, x, _ in items]).to(device)
-    b = torch.stack([y for _, _, y in items]).to(device)
+    a = to_unit_batch([x for _, x, _ in items], device)
+    b = to_unit_batch([y for _, _, y in items], device)
     try:
         values: dict[str, Tensor] = {}
         if lpips is not None and "lpips" in metrics:

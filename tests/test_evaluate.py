@@ -15,7 +15,7 @@ from PIL import Image
 
 from perceptual_loss import EvaluationError, evaluate_folders
 from perceptual_loss.cli import main
-from perceptual_loss.evaluate import load_image
+from perceptual_loss.evaluate import load_image, read_image, to_unit_batch
 from perceptual_loss.metrics import psnr, rgb_to_y, ssim
 
 from .test_lpips_parity import reference_lpips
@@ -77,6 +77,17 @@ def test_batch_size_does_not_change_results(folders) -> None:
         assert float(a["lpips"]) == pytest.approx(float(b["lpips"]), abs=1e-6)
 
 
+def test_decoding_threads_do_not_change_results(folders) -> None:
+    out, gt = folders
+    (out / "b.png").write_bytes(b"\x89PNG broken")
+    one = evaluate_folders(out, gt, batch_size=2, workers=1)
+    many = evaluate_folders(out, gt, batch_size=2, workers=4)
+    assert one.rows == many.rows and len(one.rows) == 4, "same pairs, same values, same order"
+    assert one.failures == many.failures and [name for name, _ in many.failures] == ["b.png"]
+    with pytest.raises(EvaluationError, match="workers must be >= 1"):
+        evaluate_folders(out, gt, workers=0)
+
+
 def test_ssim_equals_skimage() -> None:
     metrics = pytest.importorskip("skimage.metrics")
     x = torch.rand(2, 3, 40, 37, dtype=torch.float64)
@@ -113,6 +124,50 @@ def test_size_mismatch_fails_the_pair_or_resizes(folders) -> None:
     assert result.failures == [("a.png", "size mismatch: 24x20 vs 48x40 (use --resize bicubic)")]
     resized = evaluate_folders(out, gt, metrics=["psnr"], resize="bicubic")
     assert resized.failures == [] and len(resized.rows) == 5
+    a, b = load_image(out / "a.png")[None], load_image(gt / "a.png")[None]
+    b = torch.nn.functional.interpolate(b, size=(24, 20), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    assert float(resized.rows[0]["psnr"]) == pytest.approx(psnr(a, b).item(), abs=1e-9), "second resized to the first"
+
+
+def test_image_modes_decode_to_rgb_in_unit_range(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (6, 5), dtype=np.uint16)
+    Image.fromarray(np.dstack([rgb, gray])).save(tmp_path / "rgba.png")
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=7).save(tmp_path / "palette.png")
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "palette.png") as image:
+        palette_rgb = np.asarray(image.convert("RGB"))
+    expected = {
+        "rgba.png": rgb / 255.0,  # alpha dropped
+        "gray.png": np.repeat(gray[:, :, None], 3, axis=2) / 255.0,
+        "palette.png": palette_rgb / 255.0,
+        "deep.png": np.repeat(deep[:, :, None], 3, axis=2) / 65535.0,  # 16 bits kept
+    }
+    for name, values in expected.items():
+        image = load_image(tmp_path / name)
+        assert image.shape == (3, 6, 5) and image.dtype == torch.float32, name
+        torch.testing.assert_close(image, torch.from_numpy(values).permute(2, 0, 1).float(), rtol=0, atol=1e-7)
+    assert read_image(tmp_path / "gray.png").dtype == torch.uint8 and read_image(tmp_path / "deep.png").dtype == torch.float32
+    # One batch of 8-bit and 16-bit images equals the images converted one by one, exactly.
+    batch = to_unit_batch([read_image(tmp_path / name) for name in expected])
+    assert batch.shape == (4, 3, 6, 5) and batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.stack([load_image(tmp_path / name) for name in expected]))
+
+
+def test_8_bit_and_16_bit_files_of_one_size_are_scored_together(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for folder in ("out", "gt"):
+        save(tmp_path / folder / "rgb.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        save(tmp_path / folder / "deep.png", rng.integers(0, 65536, (32, 32), dtype=np.uint16))
+    result = evaluate_folders(tmp_path / "out", tmp_path / "gt", metrics=["psnr", "ssim"], batch_size=4)
+    assert result.ok and [row["name"] for row in result.rows] == ["deep.png", "rgb.png"]
+    for row in result.rows:
+        a, b = load_image(tmp_path / "out" / str(row["name"]))[None], load_image(tmp_path / "gt" / str(row["name"]))[None]
+        assert float(row["psnr"]) == pytest.approx(psnr(a, b).item(), abs=1e-9)
+        assert float(row["ssim"]) == pytest.approx(ssim(a, b).item(), abs=1e-9)
 
 
 def test_folder_errors(tmp_path: Path, folders) -> None:
@@ -156,6 +211,8 @@ def test_cli_exit_codes_and_output(folders, tmp_path: Path, capsys) -> None:
     assert main(["eval", str(out), str(tmp_path / "nope"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", str(out), str(gt), "--output", str(tmp_path / "x.txt")]) == 2
+    assert main(["eval", str(out), str(gt), "--quiet", "--workers", "0"]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err
     (out / "a.png").write_bytes(b"junk")
     assert main(["eval", str(out), str(gt), "--quiet", "--metrics", "psnr"]) == 1
     assert "FAILED a.png" in capsys.readouterr().err
