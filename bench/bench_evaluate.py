@@ -10,11 +10,21 @@ What is measured, in one process, on the same folders and the same random trunk 
   of ``dir0`` that ``dir1`` also has, load both images, call ``model.forward(img0, img1)`` and
   write the line ``name: distance`` to a file, one pair at a time. As in the script, autograd is
   on: it has no ``torch.no_grad()``, and lpips' linear heads require grad, so every pair builds a
-  small graph. ``lpips.load_image`` needs OpenCV, which may be absent: the images are read with
-  PIL to an ``(H, W, 3)`` uint8 array and passed to ``lpips.im2tensor`` (what ``load_image``
-  returns for PNGs is the same array);
+  small graph. Images are read as the script reads them, with ``lpips.load_image`` (OpenCV's
+  ``cv2.imread``), when OpenCV is installed (``pip install opencv-python-headless``); otherwise
+  with PIL to the same ``(H, W, 3)`` uint8 array (the header says which). Either way
+  ``lpips.im2tensor`` makes the tensor;
 - the same loop under ``torch.no_grad()``, a faster variant of the script a careful user might
-  write, for reference.
+  write, for reference;
+- the floor: the bare truncated torchvision trunk alone, with its input normalisation
+  (channels_last, inference mode, batches of ``--batch-size`` pairs, both images of a pair in one
+  call), on images decoded before the clock starts. No decoding, no LPIPS head, no model
+  construction: the convolutions that any implementation of the same network must run. With
+  PyTorch's float32 convolutions, ``loop / floor`` is therefore the largest speed-up over the
+  script's loop that an implementation could reach on this machine;
+- decoding alone: every PNG of both folders read to pixels with ``read_image`` (the evaluator's
+  decoder), on as many threads as the evaluator uses by default. Decoding is work every path does:
+  ``loop / (floor + decoding)`` is the tighter ceiling for an implementation with this decoder.
 
 All timings are end to end: model construction, weight loading, decoding, scoring. Each path
 runs once untimed (warm-up), then ``--repeats`` times, the paths alternated in a shuffled order
@@ -38,7 +48,7 @@ torchvision's file name in a temporary ``$TORCH_HOME`` hub cache; ``evaluate_fol
 path, the CLI finds it through ``$TORCH_HOME`` (``--weights imagenet``). Speed does not depend on
 weight values. LPIPS' linear heads are the files the ``lpips`` package ships.
 
-Run (about 1-2 minutes on 2 idle CPU cores with the defaults)::
+Run (about 1 minute on 2 idle CPU cores with the defaults; 3 at 512 px)::
 
     python bench/bench_evaluate.py
     python bench/bench_evaluate.py --pairs 96 --size 512 --repeats 5 --out bench/evaluate.md
@@ -56,21 +66,30 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from _common import describe_device, random_torch_home
+import torchvision
+from _common import IMAGENET_MEAN, IMAGENET_STD, Floor, describe_device, random_torch_home
 from PIL import Image
 
 from perceptual_loss import evaluate_folders
+from perceptual_loss.evaluate import default_workers, load_image, read_image
 from perceptual_loss.losses.lpips import LPIPS_NETWORKS
 from perceptual_loss.weights import imagenet_weights_path
 
 Scores = dict[str, float]
 """LPIPS value per file name."""
 Net = Literal["alex", "vgg", "squeeze"]
+FLOORS: dict[str, Floor] = {
+    "alex": Floor("alexnet", 11, channels_last=True),
+    "vgg": Floor("vgg16", 29, channels_last=True),
+    "squeeze": Floor("squeezenet1_1", 12, channels_last=True),
+}
+"""The bare trunk up to LPIPS' last tap (relu5 / relu5_3 / fire9), in the layout the library uses."""
 
 
 def write_pairs(root: Path, pairs: int, size: int, noise: float, seed: int = 0) -> tuple[Path, Path]:
@@ -113,10 +132,22 @@ def build_reference(net: str, weights: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB, what ``lpips.load_image`` returns for a PNG (without OpenCV)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def script_reader() -> tuple[Callable[[Path], np.ndarray], str]:
+    """How the loop reads an image: ``lpips.load_image`` (OpenCV) if it can, else PIL; and its name.
+
+    Both give the same ``(H, W, 3)`` uint8 RGB array for a PNG.
+    """
+    try:
+        import cv2  # lpips.load_image imports it
+        import lpips
+    except ImportError:
+
+        def read_rgb(path: Path) -> np.ndarray:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+
+        return read_rgb, "PIL (OpenCV, which lpips.load_image needs, is not installed)"
+    return (lambda path: lpips.load_image(str(path))), f"lpips.load_image (OpenCV {cv2.__version__}), as the script"
 
 
 def reference_scores(
@@ -133,6 +164,7 @@ def reference_scores(
     import lpips  # the peer is only needed here
 
     model = build_reference(net, weights).to(device)
+    read_rgb, _ = script_reader()
     scores: Scores = {}
     with open(out, "w") as handle, torch.set_grad_enabled(not no_grad):
         for name in os.listdir(dir0):
@@ -143,6 +175,48 @@ def reference_scores(
                 handle.writelines("%s: %.6f\n" % (name, dist01))  # noqa: UP031 - the script's own line
                 scores[name] = float(dist01)
     return scores
+
+
+def trunk_floor(dir0: Path, dir1: Path, net: Net, batch_size: int, device: str = "cpu") -> Callable[[], Scores]:
+    """A run of the bare trunk over every pair, on images decoded now, before any run is timed.
+
+    Returns no scores (``{}``): it measures only the arithmetic every path has to do.
+    """
+    floor = FLOORS[net]
+    trunk = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
+    trunk = trunk.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    names = sorted(name for name in os.listdir(dir0) if (dir1 / name).exists())
+    images = [(load_image(dir0 / name), load_image(dir1 / name)) for name in names]
+    batches = [
+        torch.stack([image for pair in images[i : i + batch_size] for image in pair]).to(device)
+        for i in range(0, len(images), batch_size)
+    ]
+
+    def run() -> Scores:
+        with torch.inference_mode():
+            for batch in batches:
+                trunk(((batch - mean) / std).contiguous(memory_format=torch.channels_last))
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+        return {}
+
+    return run
+
+
+def decoding(dir0: Path, dir1: Path) -> Callable[[], Scores]:
+    """A run that decodes every image of both folders, on the evaluator's default thread count."""
+    paths = [folder / name for name in sorted(os.listdir(dir0)) if (dir1 / name).exists() for folder in (dir0, dir1)]
+    workers = default_workers()
+
+    def run() -> Scores:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(read_image, paths):
+                pass
+        return {}
+
+    return run
 
 
 def time_runs(runs: dict[str, Callable[[], Scores]], repeats: int) -> tuple[dict[str, float], dict[str, Scores]]:
@@ -178,7 +252,8 @@ def max_difference(first: Scores, second: Scores) -> float:
 def format_table(args: argparse.Namespace, median: dict[str, float], cli: float, startup: float) -> str:
     """In-process rows get pairs/s and the speed-ups; the subprocess rows are for information."""
     pairs, loop, quiet = args.pairs, median["lpips"], median["lpips_no_grad"]
-    library = median["library"]
+    library, floor, decode = median["library"], median["floor"], median["decoding"]
+    bound = floor + decode
     rows = [
         (f"perceptual_loss.evaluate_folders (batch {args.batch_size})", f"{library:.2f}", "median",
          f"{pairs / library:.1f}", f"{loop / library:.2f}", f"{quiet / library:.2f}"),
@@ -186,6 +261,13 @@ def format_table(args: argparse.Namespace, median: dict[str, float], cli: float,
          f"{pairs / loop:.1f}", "1.00", f"{quiet / loop:.2f}"),
         ("the same loop under torch.no_grad()", f"{quiet:.2f}", "median", f"{pairs / quiet:.1f}",
          f"{loop / quiet:.2f}", "1.00"),
+        (f"floor: the bare {FLOORS[args.net].arch} trunk on pre-decoded images (batch {args.batch_size})",
+         f"{floor:.2f}", "median", f"{pairs / floor:.1f}", f"{loop / floor:.2f} (the ceiling)",
+         f"{quiet / floor:.2f}"),
+        (f"decoding alone: every PNG read to pixels ({default_workers()} threads)",
+         f"{decode:.2f}", "median", f"{pairs / decode:.1f}", "-", "-"),
+        ("floor + decoding", f"{bound:.2f}", "sum", f"{pairs / bound:.1f}",
+         f"{loop / bound:.2f} (ceiling with decoding)", f"{quiet / bound:.2f}"),
         ("CLI: python -m perceptual_loss eval --metrics lpips (subprocess)", f"{cli:.2f}", "once",
          f"{pairs / cli:.1f}", "-", "-"),
         ('start-up only: python -c "import perceptual_loss" (subprocess)', f"{startup:.2f}", "once", "-", "-", "-"),
@@ -210,8 +292,10 @@ NOTES = (
     "All trunk weights random (one torchvision {trunk}(weights=None) file, used by both paths and, through "
     "TORCH_HOME, the CLI): speed does not depend on weight values. lpips heads: the files the lpips package ships.\n"
     "Wall times are end to end: model construction, weight loading, PNG decoding, scoring. The lpips loops read "
-    "images with PIL + lpips.im2tensor (lpips.load_image needs OpenCV); the script's loop runs with autograd on, as "
-    "shipped.\n"
+    "images with {reader}, then lpips.im2tensor; the script's loop runs with autograd on, as shipped.\n"
+    "The floor runs only the trunk on images decoded before the clock starts: loop / floor bounds the speed-up "
+    "of any implementation of the same network with PyTorch's float32 convolutions on this machine; "
+    "loop / (floor + decoding) bounds it for one that also decodes with PIL.\n"
     "Issue target: evaluate_folders >= 2x faster than the script's loop on a 2-core CPU."
 )
 
@@ -241,6 +325,8 @@ def main() -> None:
             "library": lambda: library_scores(dir0, dir1, args.net, args.batch_size, weights, args.device),
             "lpips": lambda: reference_scores(dir0, dir1, args.net, weights, out, device=args.device),
             "lpips_no_grad": lambda: reference_scores(dir0, dir1, args.net, weights, out, True, args.device),
+            "floor": trunk_floor(dir0, dir1, args.net, args.batch_size, args.device),
+            "decoding": decoding(dir0, dir1),
         }
         median, scores = time_runs(runs, args.repeats)
         cli_command = [sys.executable, "-m", "perceptual_loss", "eval", str(dir0), str(dir1), "--metrics", "lpips"]
@@ -253,9 +339,8 @@ def main() -> None:
         f"max |LPIPS evaluate_folders - LPIPS lpips loop| over {len(scores['lpips'])} pairs: {difference:.2e} "
         f"(mean LPIPS {statistics.fmean(scores['lpips'].values()):.4f})"
     )
-    report = "\n\n".join(
-        [header(args, load_before), format_table(args, median, cli, startup), agreement, NOTES.format(trunk=trunk)]
-    )
+    notes = NOTES.format(trunk=trunk, reader=script_reader()[1])
+    report = "\n\n".join([header(args, load_before), format_table(args, median, cli, startup), agreement, notes])
     print(report)
     if args.out:
         args.out.write_text(report + "\n")

@@ -318,7 +318,7 @@ def _decode_pair(name: str, first: Path, second: Path, resize: Resize) -> Union[
     if a.shape != b.shape:
         if resize is None:
             return name, f"size mismatch: {a.shape[0]}x{a.shape[1]} vs {b.shape[0]}x{b.shape[1]} (use --resize bicubic)"
-        resized = F.interpolate(to_unit_batch([b]), size=a.shape[:2], mode="bicubic", antialias=True, align_corners=False)
+        resized = F.interpolate(to_unit_batch([b]), a.shape[:2], mode="bicubic", antialias=True, align_corners=False)
         b = resized.clamp(0, 1)[0].permute(1, 2, 0)  # (H, W, 3) float in [0, 1], as read_image gives
     return name, a, b
 

@@ -125,7 +125,7 @@ def test_size_mismatch_fails_the_pair_or_resizes(folders) -> None:
     resized = evaluate_folders(out, gt, metrics=["psnr"], resize="bicubic")
     assert resized.failures == [] and len(resized.rows) == 5
     a, b = load_image(out / "a.png")[None], load_image(gt / "a.png")[None]
-    b = torch.nn.functional.interpolate(b, size=(24, 20), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    b = torch.nn.functional.interpolate(b, (24, 20), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     assert float(resized.rows[0]["psnr"]) == pytest.approx(psnr(a, b).item(), abs=1e-9), "second resized to the first"
 
 
@@ -150,7 +150,8 @@ def test_image_modes_decode_to_rgb_in_unit_range(tmp_path: Path) -> None:
         image = load_image(tmp_path / name)
         assert image.shape == (3, 6, 5) and image.dtype == torch.float32, name
         torch.testing.assert_close(image, torch.from_numpy(values).permute(2, 0, 1).float(), rtol=0, atol=1e-7)
-    assert read_image(tmp_path / "gray.png").dtype == torch.uint8 and read_image(tmp_path / "deep.png").dtype == torch.float32
+    assert read_image(tmp_path / "gray.png").dtype == torch.uint8
+    assert read_image(tmp_path / "deep.png").dtype == torch.float32
     # One batch of 8-bit and 16-bit images equals the images converted one by one, exactly.
     batch = to_unit_batch([read_image(tmp_path / name) for name in expected])
     assert batch.shape == (4, 3, 6, 5) and batch.is_contiguous(memory_format=torch.channels_last)
@@ -165,7 +166,8 @@ def test_8_bit_and_16_bit_files_of_one_size_are_scored_together(tmp_path: Path) 
     result = evaluate_folders(tmp_path / "out", tmp_path / "gt", metrics=["psnr", "ssim"], batch_size=4)
     assert result.ok and [row["name"] for row in result.rows] == ["deep.png", "rgb.png"]
     for row in result.rows:
-        a, b = load_image(tmp_path / "out" / str(row["name"]))[None], load_image(tmp_path / "gt" / str(row["name"]))[None]
+        name = str(row["name"])
+        a, b = load_image(tmp_path / "out" / name)[None], load_image(tmp_path / "gt" / name)[None]
         assert float(row["psnr"]) == pytest.approx(psnr(a, b).item(), abs=1e-9)
         assert float(row["ssim"]) == pytest.approx(ssim(a, b).item(), abs=1e-9)
 
