@@ -58,6 +58,20 @@ class Floor:
     def as_channels_last(self) -> Floor:
         return Floor(self.arch, self.last, channels_last=True)
 
+    def build(self, device: torch.device) -> Callable[[Tensor], Tensor]:
+        """The frozen backbone on ``device`` as ``images in [0, 1] -> last output``, with the plain
+        ImageNet normalisation ``(x - mean) / std`` and the input in this floor's layout."""
+        net = getattr(torchvision.models, self.arch)(weights=None).features[: self.last + 1]
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        net = net.to(device, memory_format=layout).eval().requires_grad_(False)
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        return lambda images: net(((images - mean) / std).contiguous(memory_format=layout))
+
+
+LPIPS_FLOORS = {"alex": Floor("alexnet", 11), "vgg": Floor("vgg16", 29), "squeeze": Floor("squeezenet1_1", 12)}
+"""The bare trunk of each LPIPS net, up to its last tap (relu5 / relu5_3 / fire9)."""
+
 
 @dataclass
 class Inputs:
@@ -83,16 +97,12 @@ class Inputs:
 
 def floor_step(floor: Floor, inputs: Inputs, device: torch.device) -> Step:
     """The bare truncated backbone: plain normalisation, L1 on the last output, backward to pred."""
-    net = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
-    layout = torch.channels_last if floor.channels_last else torch.contiguous_format
-    net = net.to(device, memory_format=layout).eval().requires_grad_(False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    net = floor.build(device)
 
     def step() -> None:
-        out = net(((inputs.pred - mean) / std).contiguous(memory_format=layout))
+        out = net(inputs.pred)
         with torch.no_grad():
-            ref = net(((inputs.target - mean) / std).contiguous(memory_format=layout))
+            ref = net(inputs.target)
         (out - ref).abs().mean().backward()
         inputs.clear_grads()
 

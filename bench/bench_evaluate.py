@@ -72,8 +72,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torchvision
-from _common import IMAGENET_MEAN, IMAGENET_STD, Floor, describe_device, random_torch_home
+from _common import LPIPS_FLOORS, describe_device, random_torch_home
 from PIL import Image
 
 from perceptual_loss import evaluate_folders
@@ -84,12 +83,6 @@ from perceptual_loss.weights import imagenet_weights_path
 Scores = dict[str, float]
 """LPIPS value per file name."""
 Net = Literal["alex", "vgg", "squeeze"]
-FLOORS: dict[str, Floor] = {
-    "alex": Floor("alexnet", 11, channels_last=True),
-    "vgg": Floor("vgg16", 29, channels_last=True),
-    "squeeze": Floor("squeezenet1_1", 12, channels_last=True),
-}
-"""The bare trunk up to LPIPS' last tap (relu5 / relu5_3 / fire9), in the layout the library uses."""
 
 
 def write_pairs(root: Path, pairs: int, size: int, noise: float, seed: int = 0) -> tuple[Path, Path]:
@@ -182,11 +175,7 @@ def trunk_floor(dir0: Path, dir1: Path, net: Net, batch_size: int, device: str =
 
     Returns no scores (``{}``): it measures only the arithmetic every path has to do.
     """
-    floor = FLOORS[net]
-    trunk = getattr(torchvision.models, floor.arch)(weights=None).features[: floor.last + 1]
-    trunk = trunk.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    trunk = LPIPS_FLOORS[net].as_channels_last().build(torch.device(device))
     names = sorted(name for name in os.listdir(dir0) if (dir1 / name).exists())
     images = [(load_image(dir0 / name), load_image(dir1 / name)) for name in names]
     batches = [
@@ -197,7 +186,7 @@ def trunk_floor(dir0: Path, dir1: Path, net: Net, batch_size: int, device: str =
     def run() -> Scores:
         with torch.inference_mode():
             for batch in batches:
-                trunk(((batch - mean) / std).contiguous(memory_format=torch.channels_last))
+                trunk(batch)
             if device.startswith("cuda"):
                 torch.cuda.synchronize(device)
         return {}
@@ -261,7 +250,7 @@ def format_table(args: argparse.Namespace, median: dict[str, float], cli: float,
          f"{pairs / loop:.1f}", "1.00", f"{quiet / loop:.2f}"),
         ("the same loop under torch.no_grad()", f"{quiet:.2f}", "median", f"{pairs / quiet:.1f}",
          f"{loop / quiet:.2f}", "1.00"),
-        (f"floor: the bare {FLOORS[args.net].arch} trunk on pre-decoded images (batch {args.batch_size})",
+        (f"floor: the bare {LPIPS_FLOORS[args.net].arch} trunk on pre-decoded images (batch {args.batch_size})",
          f"{floor:.2f}", "median", f"{pairs / floor:.1f}", f"{loop / floor:.2f} (the ceiling)",
          f"{quiet / floor:.2f}"),
         (f"decoding alone: every PNG read to pixels ({default_workers()} threads)",

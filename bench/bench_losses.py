@@ -59,6 +59,7 @@ from typing import Optional
 
 import torch
 from _common import (
+    LPIPS_FLOORS,
     MEASUREMENT_NOTE,
     Floor,
     Inputs,
@@ -118,18 +119,13 @@ CASES: tuple[Case, ...] = (
     Case("style-vgg16", "StyleLoss vgg16 relu1_2,2_2,3_3,4_3", VGG16_TO_RELU4_3, lambda: StyleLoss(weights=None)),
     Case("lpips-vgg", "LPIPSLoss vgg", VGG16_TO_RELU5_3, lambda: LPIPSLoss(net="vgg", weights=None)),
     Case("peer-lpips-vgg", "peer: lpips.LPIPS vgg", VGG16_TO_RELU5_3, lambda: _lpips_peer("vgg"), signed=True),
-    Case("lpips-alex", "LPIPSLoss alex", Floor("alexnet", 11), lambda: LPIPSLoss(net="alex", weights=None)),
-    Case(
-        "lpips-squeeze",
-        "LPIPSLoss squeeze",
-        Floor("squeezenet1_1", 12),
-        lambda: LPIPSLoss(net="squeeze", weights=None),
-    ),
+    Case("lpips-alex", "LPIPSLoss alex", LPIPS_FLOORS["alex"], lambda: LPIPSLoss(net="alex", weights=None)),
+    Case("lpips-squeeze", "LPIPSLoss squeeze", LPIPS_FLOORS["squeeze"], lambda: LPIPSLoss(net="squeeze", weights=None)),
 )
 COMPILED: tuple[Case, ...] = tuple(
     Case(f"lpips-{net}-compiled", f"LPIPSLoss {net}, torch.compile (eager floor)", floor,
          lambda net=net: torch.compile(LPIPSLoss(net=net, weights=None)))  # type: ignore[misc]
-    for net, floor in (("alex", Floor("alexnet", 11)), ("squeeze", Floor("squeezenet1_1", 12)))
+    for net, floor in (("alex", LPIPS_FLOORS["alex"]), ("squeeze", LPIPS_FLOORS["squeeze"]))
 )  # fmt: skip
 """Opt-in (``--cases``): LPIPS compiled with the default inductor backend, against the eager floor.
 On a GPU, small trunks are bound by the host's per-operator cost, which compilation removes."""
