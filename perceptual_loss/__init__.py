@@ -6,7 +6,7 @@
 import logging
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, discriminator_loss, generator_loss
-from .backbones import TAPS, FeatureExtractor, available_taps
+from .backbones import TAPS, FeatureExtractor, available_taps, list_backbones
 from .criterion import CombinedLoss, LossOutput
 from .distances import (
     feature_distance,
@@ -64,6 +64,7 @@ __all__ = [
     "StyleLoss",
     "__version__",
     "available_taps",
+    "list_backbones",
     "feature_distance",
     "gram_matrices",
     "gram_matrix",

@@ -10,7 +10,9 @@ the target pass.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional, Union, cast
 
@@ -20,9 +22,10 @@ from torch import Tensor, nn
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .losses import Comparison, LPIPSComparison, PerceptualComparison, StyleComparison
+from .losses._base import View
 from .losses._base import check_module_compatible
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .validation import Grayscale, check_image, check_pair, check_range
+from .validation import Grayscale, check_image, check_pair, check_range, check_size
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)
@@ -53,17 +56,24 @@ class CombinedLoss(nn.Module):
         l1, l2, charbonnier: weights of the pixel terms (0 = off). ``charbonnier_eps`` sets
             Charbonnier's ``eps`` (default 1e-3).
         perceptual: ``{"weight": w, "layers": [...], "backbone": "vgg16", "distance": "l1"}``
-            (keys after ``weight`` as in :class:`~perceptual_loss.PerceptualLoss`), or ``None``.
-        style: ``{"weight": w, "layers": [...], ...}`` as in :class:`~perceptual_loss.StyleLoss`.
+            (keys after ``weight`` as in :class:`~perceptual_loss.PerceptualLoss`: ``backbone``,
+            ``resize``, ``mean``, ``std``, and ``weights`` to override the criterion's), or
+            ``None``. Several terms of one kind: a mapping of names to such mappings, e.g.
+            ``{"vgg": {...}, "logits": {"backbone": "convnext_small", "layers": ["logits"], ...}}``;
+            their parts are named ``perceptual/vgg``, ``perceptual/logits``.
+        style: ``{"weight": w, "layers": [...], ...}`` as in :class:`~perceptual_loss.StyleLoss`
+            (several: named, as for ``perceptual``).
         lpips: ``{"weight": w, "net": "vgg", "version": "0.1"}`` as in
             :class:`~perceptual_loss.LPIPSLoss` (no ``spatial``).
         tv: weight of total variation of the prediction.
         adversarial: ``{"weight": w, "kind": "vanilla"|"lsgan"|"hinge"|"wgan"|"relativistic",
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
-        weights: backbone weights for every term: ``"imagenet"`` | path | ``None`` (tests only).
+        weights: backbone weights for every term that does not set its own ``weights``:
+            ``"imagenet"`` | a weights enum name | path | ``None`` (tests only).
         input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
 
-    A term whose weight is 0 (or ``None``) is not built and costs nothing.
+    A term whose weight is 0 (or ``None``) is not built and costs nothing. Terms that look at the
+    same backbone with the same weights and input policy share one pass of it per image.
 
     Shape:
         - pred: ``(N, 3, H, W)`` in ``input_range``; target: the same shape (style-only
@@ -107,10 +117,11 @@ class CombinedLoss(nn.Module):
         self.tv_weight = float(tv)
         self.term_weights: dict[str, float] = {}
         self.comparisons = nn.ModuleDict()
-        for name, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips)):
-            built = _build_comparison(name, config)
-            if built is not None:
-                self.term_weights[name], self.comparisons[name] = built
+        term_backbone_weights: dict[str, WeightsArg] = {}
+        for kind, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips)):
+            for name, weight, options in _term_configs(kind, config):
+                term_backbone_weights[name] = options.pop("weights", weights)
+                self.term_weights[name], self.comparisons[name] = weight, _build_comparison(kind, options)
         # A plain tuple, read on every call: torch.compile traces it without a graph break.
         self._target_terms: tuple[str, ...] = (*self.pixel_weights, *self.comparisons)
         self.adversarial = _parse_adversarial(adversarial)
@@ -119,24 +130,32 @@ class CombinedLoss(nn.Module):
         self.grayscale = grayscale
         self.check_inputs = check_inputs
 
-        # One extractor per view, with the union of the taps of the comparisons that share it.
+        # One extractor per view (backbone, weights, input policy), with the union of the taps of
+        # the comparisons that share it.
         self.extractors = nn.ModuleDict()
         self._views: dict[str, list[str]] = {}
+        keys: dict[tuple[View, Any], str] = {}
         for name, comparison in self.comparisons.items():
-            key = next((k for k, members in self._views.items() if self._comparison(members[0]).view == comparison.view), None)
-            if key is None:
-                key = f"{comparison.backbone}_{len(self._views)}"
-                self._views[key] = []
-            self._views[key].append(name)
+            term_weights = term_backbone_weights[name]
+            view = (comparison.view.resolved(term_weights), _hashable(term_weights))
+            if view not in keys:
+                keys[view] = f"{comparison.backbone}_{len(keys)}"
+                self._views[keys[view]] = []
+            self._views[keys[view]].append(name)
         low, high = (float(v) for v in input_range)
         for key, members in self._views.items():
             first = self._comparison(members[0])
             taps = [tap for member in members for tap in self._comparison(member).taps]
-            self.extractors[key] = FeatureExtractor(
-                first.backbone, taps, weights=weights, input_range=(low, high), mean=first.mean, std=first.std
-            )
+            extractor = first.view.extractor(taps, term_backbone_weights[members[0]], (low, high))
+            for member in members:
+                self._comparison(member).check_features(extractor.tap_dims)
+            self.extractors[key] = extractor
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
+        fixed_sizes = {self._extractor(k).fixed_size for k in self._views} - {None}
+        if len(fixed_sizes) > 1:
+            raise ValueError(f"Terms need different fixed input sizes {sorted(fixed_sizes)}: give each of them resize=.")  # type: ignore[type-var]
+        self.fixed_size: Optional[int] = next(iter(fixed_sizes), None)
         self.same_size = bool(self.pixel_weights) or any(c.same_size for c in self.comparisons.values())
         if not (self.pixel_weights or self.comparisons or self.tv_weight or self.adversarial):
             raise ValueError("CombinedLoss has no term: give at least one non-zero weight, e.g. l1=1.0.")
@@ -167,8 +186,7 @@ class CombinedLoss(nn.Module):
         if unknown:
             raise ValueError(f"Cannot cache a target for {unknown}: this criterion's target terms are {self.target_terms}.")
         target = check_image(target, "target", self.grayscale).detach()
-        if min(target.shape[-2:]) < self.min_size:
-            raise ValueError(f"target of size {target.shape[-2]}x{target.shape[-1]} is too small: height and width must be at least {self.min_size}.")
+        check_size(target, "target", self.min_size, "this criterion's layers", self.fixed_size)
         if self.check_inputs:
             check_range(None, target, self.input_range, self._warned)
         for key, members in self._views.items():
@@ -282,15 +300,11 @@ class CombinedLoss(nn.Module):
             if uncached:
                 raise ValueError(f"target is required: the terms {uncached} have no cached target (see set_target).")
             pred = check_image(pred, "pred", self.grayscale)
-            if min(pred.shape[-2:]) < self.min_size:
-                raise ValueError(
-                    f"pred of size {pred.shape[-2]}x{pred.shape[-1]} is too small for this criterion's layers: "
-                    f"height and width must be at least {self.min_size}."
-                )
+            check_size(pred, "pred", self.min_size, "this criterion's layers", self.fixed_size)
         else:
             pred, target = check_pair(
                 pred, target, min_size=self.min_size, layers_note="this criterion's layers",
-                grayscale=self.grayscale, same_size=self.same_size,
+                grayscale=self.grayscale, same_size=self.same_size, fixed_size=self.fixed_size,
             )  # fmt: skip
         if self.extractors:
             check_module_compatible(pred, pred if target is None else target, self._extractor(next(iter(self._views))).scale)
@@ -314,21 +328,45 @@ class CombinedLoss(nn.Module):
         return ", ".join(terms)
 
 
-def _build_comparison(name: str, config: Optional[Mapping[str, Any]]) -> Optional[tuple[float, Comparison]]:
+def _term_configs(kind: str, config: Optional[Mapping[str, Any]]) -> list[tuple[str, float, dict[str, Any]]]:
+    """``[(part name, weight, options)]`` of one kind of term: none, one, or several named ones.
+
+    ``{"weight": w, ...options}`` is one term named ``kind``; ``{"vgg": {...}, "logits": {...}}``
+    (every value a mapping, no key an option) are terms named ``kind/vgg``, ``kind/logits``.
+    A term whose weight is 0 is left out.
+    """
     if config is None:
-        return None
+        return []
     if not isinstance(config, Mapping):
-        raise TypeError(f"{name} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
-    options = dict(config)
-    weight = float(options.pop("weight", 1.0))
-    if weight == 0:
-        return None
-    if name == "lpips" and options.get("spatial"):
+        raise TypeError(f"{kind} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
+    options = {"weight", "weights", *inspect.signature(_COMPARISONS[kind]).parameters}
+    named = bool(config) and all(isinstance(v, Mapping) for v in config.values()) and not set(config) & options
+    terms = [(f"{kind}/{name}", sub) for name, sub in config.items()] if named else [(kind, config)]
+    built = []
+    for name, sub in terms:
+        if not isinstance(sub, Mapping):
+            raise TypeError(f"{name} must be a mapping like {{'weight': 0.1, ...}}; got {type(sub).__name__}.")
+        sub = dict(sub)
+        weight = float(sub.pop("weight", 1.0))
+        if weight:
+            built.append((name, weight, sub))
+    return built
+
+
+def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
+    if kind == "lpips" and options.get("spatial"):
         raise ValueError("lpips.spatial is not supported in CombinedLoss (it sums scalar terms); use LPIPSLoss(spatial=True).")
     try:
-        return weight, _COMPARISONS[name](**options)
+        return _COMPARISONS[kind](**options)
     except TypeError as error:
-        raise TypeError(f"Bad option for the {name} term: {error}. Valid keys: weight and the arguments of {_COMPARISONS[name].__name__}.") from None
+        raise TypeError(
+            f"Bad option for the {kind} term: {error}. Valid keys: weight, weights and the arguments of "
+            f"{_COMPARISONS[kind].__name__}."
+        ) from None
+
+
+def _hashable(weights: WeightsArg) -> Any:
+    return str(weights) if isinstance(weights, os.PathLike) else weights
 
 
 def _parse_adversarial(config: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:

@@ -47,7 +47,8 @@ def feature_distance(
     ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|`` for ``l1``, squared for ``l2``.
 
     Args:
-        pred, target: ``{tap: (N, C, H, W)}`` with equal shapes per tap.
+        pred, target: ``{tap: (N, C, H, W)}`` with equal shapes per tap (``(N, C)`` logits and
+            ``(N, L, C)`` tokens too: the mean is over every dimension but the batch).
         layer_weights: ``{tap: weight}``.
         distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared).
 
@@ -57,7 +58,7 @@ def feature_distance(
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
         diff = _float(pred[name]) - _float(target[name])
-        value = weight * _elementwise(diff, distance).mean(dim=(1, 2, 3))
+        value = weight * _elementwise(diff, distance).mean(dim=tuple(range(1, diff.dim())))
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
     return total

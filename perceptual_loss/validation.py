@@ -56,6 +56,7 @@ def check_pair(
     *,
     min_size: int,
     layers_note: str,
+    fixed_size: Optional[int] = None,
     grayscale: Grayscale = None,
     same_size: bool = True,
 ) -> tuple[Tensor, Tensor]:
@@ -64,6 +65,7 @@ def check_pair(
     Args:
         min_size: smallest allowed height and width.
         layers_note: names the layers that impose ``min_size`` (for the message).
+        fixed_size: the one height and width allowed (a ViT without ``resize``), or ``None``.
         same_size: require equal shapes; otherwise only equal channels and a target batch of
             ``N`` or ``1`` (style targets).
 
@@ -82,12 +84,22 @@ def check_pair(
             f"target must have batch size 1 or the same as pred ({pred.shape[0]}); got {tuple(target.shape)}."
         )
     for name, x in (("pred", pred), ("target", target)):
-        if min(x.shape[-2:]) < min_size:
-            raise ValueError(
-                f"{name} of size {x.shape[-2]}x{x.shape[-1]} is too small for {layers_note}: height and "
-                f"width must be at least {min_size}. Use larger images or shallower layers."
-            )
+        check_size(x, name, min_size, layers_note, fixed_size)
     return pred, target
+
+
+def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size: Optional[int] = None) -> None:
+    """``x``'s height and width are at least ``min_size`` (exactly ``fixed_size`` if given)."""
+    if fixed_size is not None and tuple(x.shape[-2:]) != (fixed_size, fixed_size):
+        raise ValueError(
+            f"{name} of size {x.shape[-2]}x{x.shape[-1]} does not fit {layers_note}: the backbone takes "
+            f"{fixed_size}x{fixed_size} images only. Pass resize={fixed_size} to resize them inside the loss."
+        )
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"{name} of size {x.shape[-2]}x{x.shape[-1]} is too small for {layers_note}: height and "
+            f"width must be at least {min_size}. Use larger images, shallower layers, or resize=."
+        )
 
 
 def check_range(

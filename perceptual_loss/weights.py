@@ -3,9 +3,14 @@
 Backbone weights (``weights=`` everywhere in the library):
 
 - ``"imagenet"`` (default): torchvision's ImageNet weights through torchvision's weights API and
-  the torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded when missing and online;
+  the torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded when missing and online.
+  For ``vgg16``, ``vgg19``, ``alexnet`` and ``squeezenet1_1`` this is ``IMAGENET1K_V1`` (what
+  LPIPS was calibrated on); for every other torchvision model, the model's ``DEFAULT`` entry;
+- a member name of the model's weights enum, e.g. ``"IMAGENET1K_V2"`` for ``resnet50``: that
+  entry, loaded the same way;
 - a ``str`` or ``pathlib.Path``: a local file holding a full torchvision state dict of the
-  architecture or only its ``features`` part (keys with or without the ``features.`` prefix);
+  architecture or (VGG, AlexNet, SqueezeNet, ...) only its ``features`` part (keys with or
+  without the ``features.`` prefix);
 - ``None``: random initialisation, **for tests only**: random features are not perceptual.
 
 LPIPS' linear heads come from the files the ``lpips`` package ships (``lpips/weights/v*/``).
@@ -19,9 +24,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 import torch
@@ -31,7 +37,8 @@ from torchvision import models
 logger = logging.getLogger(__name__)
 
 WeightsArg = Union[str, os.PathLike, None]
-"""``"imagenet"`` | path to a local file | ``None`` (random, for tests only)."""
+"""``"imagenet"`` | a weights enum member name such as ``"IMAGENET1K_V2"`` | path to a local file |
+``None`` (random, for tests only)."""
 
 IMAGENET_WEIGHTS: dict[str, models.WeightsEnum] = {
     "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
@@ -39,7 +46,8 @@ IMAGENET_WEIGHTS: dict[str, models.WeightsEnum] = {
     "alexnet": models.AlexNet_Weights.IMAGENET1K_V1,
     "squeezenet1_1": models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
 }
-"""The torchvision weights that ``weights="imagenet"`` means, per backbone (LPIPS used these)."""
+"""What ``weights="imagenet"`` means for the four classic backbones: ``IMAGENET1K_V1``, the weights
+LPIPS was calibrated on. For every other torchvision model it means the model's ``DEFAULT``."""
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 LPIPS_VERSIONS = ("0.1", "0.0")
@@ -53,24 +61,57 @@ class InvalidWeightsError(ValueError):
     """A weights file is unreadable, or its keys or shapes do not match the architecture."""
 
 
-def imagenet_weights_path(backbone: str) -> Path:
-    """The file torchvision reads ImageNet weights of ``backbone`` from (it may not exist yet)."""
-    url = IMAGENET_WEIGHTS[backbone].url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+def weights_enum(backbone: str, weights: str) -> Optional[models.WeightsEnum]:
+    """The torchvision weights entry that ``weights`` names for ``backbone``, or ``None`` for a path.
+
+    ``"imagenet"`` is :data:`IMAGENET_WEIGHTS` for the classic four and the model's ``DEFAULT``
+    otherwise; a member name of the model's weights enum (``"IMAGENET1K_V2"``, ``"DEFAULT"``)
+    picks that entry. Any other string is taken as a path.
+
+    Raises:
+        ValueError: ``"imagenet"`` for a model torchvision has no weights for.
+    """
+    if backbone in IMAGENET_WEIGHTS and weights == "imagenet":
+        return IMAGENET_WEIGHTS[backbone]
+    try:
+        enum = models.get_model_weights(backbone)
+    except (ValueError, KeyError):
+        enum = None
+    if weights == "imagenet":
+        if enum is None:
+            raise ValueError(f"torchvision has no pretrained weights for {backbone!r}; pass weights=<path> or None.")
+        return enum.DEFAULT  # type: ignore[attr-defined]
+    if enum is not None and weights in enum.__members__:
+        return enum[weights]
+    return None
+
+
+def imagenet_weights_path(backbone: str, weights: str = "imagenet") -> Path:
+    """The file torchvision reads ``weights`` of ``backbone`` from (it may not exist yet)."""
+    enum = weights_enum(backbone, weights)
+    if enum is None:
+        raise ValueError(f"{weights!r} is not a weights name of {backbone}.")
+    return _cache_path(enum)
+
+
+def _cache_path(enum: models.WeightsEnum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
 
 
 def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
     """Read and check the weights of ``backbone``.
 
     Args:
-        backbone: a key of :data:`IMAGENET_WEIGHTS`.
-        weights: ``"imagenet"`` | path | ``None`` (see module doc).
-        expected: the full torchvision model's state dict (meta tensors are enough): the keys and
-            shapes the file must have.
+        backbone: a torchvision model name (what :func:`torchvision.models.get_model` takes), or a
+            name for the user's module (used in messages).
+        weights: ``"imagenet"`` | a weights enum member name | path | ``None`` (see module doc).
+        expected: the full model's state dict (meta tensors are enough): the keys and shapes the
+            file must have.
 
     Returns:
-        ``None`` for ``weights=None``; otherwise the ``features`` part of the state dict, with keys
-        relative to ``model.features`` (``"0.weight"``, ...).
+        ``None`` for ``weights=None``; otherwise the whole state dict, keys as in ``expected``.
+        A file that holds only the ``features`` part (with or without the ``features.`` prefix)
+        gives only those keys.
 
     Raises:
         MissingWeightsError: no cached file and no download possible, or the path does not exist.
@@ -79,21 +120,22 @@ def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[st
     """
     if weights is None:
         return None
-    if isinstance(weights, str) and weights == "imagenet":
-        state, source = _load_imagenet(backbone), imagenet_weights_path(backbone)
+    enum = weights_enum(backbone, weights) if isinstance(weights, str) else None
+    if enum is not None:
+        state, source = _load_torchvision(backbone, enum), _cache_path(enum)
     elif isinstance(weights, (str, os.PathLike)):
         source = Path(weights).expanduser()
         state = _load_file(source, what=f"{backbone} weights")
     else:
         raise TypeError(
-            f"weights must be 'imagenet', a path to a weights file, or None (random, tests only); got {weights!r}"
+            f"weights must be 'imagenet', a weights name such as 'IMAGENET1K_V1', a path to a weights file, "
+            f"or None (random, tests only); got {weights!r}"
         )
-    return _features_part(state, expected, backbone, source)
+    return _checked(_renamed_legacy_keys(state, expected), expected, backbone, source)
 
 
-def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
-    enum = IMAGENET_WEIGHTS[backbone]
-    cached = imagenet_weights_path(backbone)
+def _load_torchvision(backbone: str, enum: models.WeightsEnum) -> Mapping[str, Tensor]:
+    cached = _cache_path(enum)
     exists = cached.is_file()
     try:
         if exists:
@@ -115,7 +157,7 @@ def _load_imagenet(backbone: str) -> Mapping[str, Tensor]:
             f"the torch hub cache {cached.parent} (set by $TORCH_HOME), and downloading it from "
             f"{enum.url} failed ({type(error).__name__}: {error}). Either (1) download that file on a "
             f"machine with internet and copy it to {cached}, or (2) pass weights='/path/to/{cached.name}' "
-            f"(a torchvision state dict of {backbone}, full or features-only). weights=None gives "
+            f"(a torchvision state dict of {backbone}). weights=None gives "
             f"random weights, which are for tests only."
         ) from error
 
@@ -155,26 +197,42 @@ def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
     return state
 
 
-def _features_part(
+_LEGACY_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+"""DenseNet files keep pre-0.4 key names (``norm.1``); torchvision renames them when loading."""
+
+
+def _renamed_legacy_keys(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    if all(key in expected for key in state):
+        return state
+    renamed = {}
+    for key, value in state.items():
+        match = _LEGACY_DENSENET_KEY.match(key)
+        renamed[match.group(1) + match.group(2) if match and key not in expected else key] = value
+    return renamed
+
+
+def _checked(
     state: Mapping[str, Tensor], expected: Mapping[str, Tensor], backbone: str, source: Path
 ) -> dict[str, Tensor]:
-    """Accept a full state dict or a features-only one (with or without ``features.``).
+    """Keys and shapes exactly those of the full model, or of its ``features`` part.
 
-    Returns the features part with keys relative to ``model.features``.
+    A features-only file may leave out the ``features.`` prefix; the result always has it.
     """
-    prefixed = any(k.startswith("features.") for k in state)
-    if prefixed:  # a full torchvision state dict, or its features part with the prefix
+    features = _features_of(expected)
+    if features and not any(k.startswith("features.") for k in state):
+        given = {f"features.{k}": v for k, v in state.items()}  # features only, keys relative to it
+        wanted = features
+    else:
         given = dict(state)
-        wanted = dict(expected) if any(not k.startswith("features.") for k in state) else _features_of(expected)
-    else:  # features only, keys relative to model.features
-        given = {f"features.{k}": v for k, v in state.items()}
-        wanted = _features_of(expected)
+        wanted = dict(expected) if not features or any(not k.startswith("features.") for k in state) else features
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
     if missing or unexpected:
+        part = f"a full {backbone} state dict" + (" or its 'features' part" if features else "")
+        owner = f"torchvision's {backbone}" if backbone in models.list_models(module=models) else backbone
         raise InvalidWeightsError(
-            f"The weights in {source} do not match torchvision's {backbone}: missing keys {_few(missing)}, "
-            f"unexpected keys {_few(unexpected)}. Expected a full torchvision {backbone} state dict or "
-            f"its 'features' part (keys like 'features.0.weight' or '0.weight'). Nothing was loaded."
+            f"The weights in {source} do not match {owner}: missing keys {_few(missing)}, "
+            f"unexpected keys {_few(unexpected)}. Expected {part} (keys like {next(iter(wanted), '')!r}). "
+            f"Nothing was loaded."
         )
     wrong = [
         f"{k}: {tuple(v.shape)} (expected {tuple(wanted[k].shape)})" for k, v in given.items() if v.shape != wanted[k].shape
@@ -184,7 +242,7 @@ def _features_part(
             f"The weights in {source} have the keys of {backbone} but wrong shapes: {_few(wrong)}. "
             f"They belong to another architecture. Nothing was loaded."
         )
-    return {k[len("features.") :]: v for k, v in given.items() if k.startswith("features.")}
+    return given
 
 
 def _features_of(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -41,14 +41,14 @@ def test_every_tap_names_the_right_torchvision_layer(backbone: str) -> None:
 
 
 def test_unknown_layer_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match="relu_2_2.*valid names: conv1_1, relu1_1") as info:
+    with pytest.raises(ValueError, match="relu_2_2.*Nearest valid names: relu2_2.*valid names: conv1_1, relu1_1") as info:
         FeatureExtractor("vgg16", ["relu_2_2"], weights=None)
     assert "relu5_3" in str(info.value)
 
 
 def test_unknown_backbone() -> None:
-    with pytest.raises(ValueError, match="Unknown backbone 'resnet50'.*vgg16"):
-        FeatureExtractor("resnet50", ["relu1"], weights=None)
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet51'. Did you mean resnet50.*alexnet, convnext_base"):
+        FeatureExtractor("resnet51", ["layer1"], weights=None)
 
 
 def test_available_taps_in_network_order() -> None:

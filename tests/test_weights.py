@@ -147,7 +147,7 @@ class _Payload:
 
 
 def test_weights_of_wrong_type() -> None:
-    with pytest.raises(TypeError, match="weights must be 'imagenet', a path"):
+    with pytest.raises(TypeError, match="weights must be 'imagenet', a weights name such as 'IMAGENET1K_V1', a path"):
         FeatureExtractor(SMALL, ["relu1"], weights=123)  # type: ignore[arg-type]
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, Union
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, Features
+from ..backbones import Backbone, FeatureExtractor, Features, Resize, default_normalization
+from ..backbones.extractor import check_resize
+from ..backbones.registry import backbone_name
 from ..distances import DISTANCES, Distance
 from ..validation import Grayscale, check_pair, check_range
 from ..weights import WeightsArg
@@ -60,38 +63,72 @@ def check_reduction(reduction: str) -> Reduction:
     return reduction  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class View:
+    """What a comparison looks at: a backbone and its input policy (``None``: the weights' own).
+
+    Comparisons with equal views, given the same weights, can share one backbone pass. A user's
+    module is compared by identity; it is held here, outside any ``nn.Module`` attribute, so it
+    is never registered, moved or saved with the loss.
+    """
+
+    backbone: Backbone
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    resize: Optional[tuple[int, int]] = None
+
+    def resolved(self, weights: WeightsArg) -> View:
+        """This view with ``mean``/``std`` filled in from ``weights`` (so equal inputs compare equal)."""
+        if self.mean is not None and self.std is not None:
+            return self
+        mean, std = default_normalization(self.backbone, weights)
+        return View(self.backbone, self.mean or mean, self.std or std, self.resize)
+
+    def extractor(self, taps: Sequence[str], weights: WeightsArg, input_range: tuple[float, float]) -> FeatureExtractor:
+        """The frozen extractor of this view for ``taps``."""
+        return FeatureExtractor(
+            self.backbone, taps, weights=weights, input_range=input_range, mean=self.mean, std=self.std, resize=self.resize
+        )
+
+
 class Comparison(nn.Module):
     """How a perceptual term compares: features of pred vs a prepared target -> one value per sample.
 
-    It names what it needs to look at (``backbone``, ``taps`` and the input normalisation
-    ``mean``/``std`` applied to ``[0, 1]`` images) but holds no backbone. Subclasses implement
-    :meth:`prepare_target` (what is kept of the target, e.g. Gram matrices; cacheable) and
-    :meth:`forward`.
+    It names what it needs to look at (a :class:`View`: ``backbone``, the input normalisation
+    ``mean``/``std`` applied to ``[0, 1]`` images, ``resize``) and its ``taps``, but holds no
+    backbone. Subclasses implement :meth:`prepare_target` (what is kept of the target, e.g. Gram
+    matrices; cacheable) and :meth:`forward`.
     """
 
     same_size: bool = True
     """Whether pred and target must have equal shapes (Gram matrices do not need it)."""
-    backbone: str
     taps: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    view: View
 
     def __init__(
         self,
-        backbone: str,
+        backbone: Backbone,
         taps: Sequence[str],
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
         self.taps = tuple(taps)
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.view = View(
+            backbone,
+            None if mean is None else tuple(float(m) for m in mean),
+            None if std is None else tuple(float(s) for s in std),
+            check_resize(resize),
+        )
 
     @property
-    def view(self) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-        """What the comparison looks at: comparisons with equal views can share one backbone pass."""
-        return (self.backbone, self.mean, self.std)
+    def backbone(self) -> str:
+        """The backbone's name (a module's class name for a module)."""
+        return backbone_name(self.view.backbone)
+
+    def check_features(self, dims: Mapping[str, int]) -> None:
+        """Raise if a tap's features (of ``dims[tap]`` dimensions) cannot be compared this way."""
 
     def prepare_target(self, features: Features) -> Features:
         """What the comparison needs of the target's features (identity by default)."""
@@ -107,15 +144,24 @@ class LayerComparison(Comparison):
 
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``.
-        backbone: the torchvision backbone the taps belong to.
+        backbone: the backbone the taps belong to (a torchvision model name or a module).
         distance: ``"l1"`` | ``"l2"``.
+        mean, std, resize: the input policy (see :class:`~perceptual_loss.FeatureExtractor`).
     """
 
-    def __init__(self, layers: Layers, backbone: str, distance: Distance) -> None:
+    def __init__(
+        self,
+        layers: Layers,
+        backbone: Backbone,
+        distance: Distance,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
+    ) -> None:
         if distance not in DISTANCES:
             raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
         layer_weights = parse_layers(layers)
-        super().__init__(backbone, list(layer_weights))
+        super().__init__(backbone, list(layer_weights), mean, std, resize)
         self.layer_weights = layer_weights
         self.distance = distance
 
@@ -147,9 +193,8 @@ class FeatureLoss(nn.Module):
         self.grayscale = grayscale
         self.check_inputs = check_inputs
         self.comparison = comparison
-        self.extractor = FeatureExtractor(
-            comparison.backbone, comparison.taps, weights=weights, input_range=input_range, mean=comparison.mean, std=comparison.std
-        )
+        self.extractor = comparison.view.extractor(comparison.taps, weights, input_range)
+        comparison.check_features(self.extractor.tap_dims)
         self._warned = [False]
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
 
@@ -164,6 +209,7 @@ class FeatureLoss(nn.Module):
             pred,
             target,
             min_size=self.min_size,
+            fixed_size=self.extractor.fixed_size,
             layers_note=self._layers_note,
             grayscale=self.grayscale,
             same_size=self.comparison.same_size,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Optional
+
 from torch import Tensor
 
-from ..backbones import Features
+from ..backbones import Backbone, Features, Resize
 from ..distances import Distance, feature_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -14,8 +17,16 @@ from ._base import FeatureLoss, LayerComparison, Layers, Reduction
 class PerceptualComparison(LayerComparison):
     """``sum_l w_l * mean |phi_l(pred) - phi_l(target)|`` (``l1``) or squared (``l2``) -> ``(N,)``."""
 
-    def __init__(self, layers: Layers = ("relu2_2",), backbone: str = "vgg16", distance: Distance = "l1") -> None:
-        super().__init__(layers, backbone, distance)
+    def __init__(
+        self,
+        layers: Layers = ("relu2_2",),
+        backbone: Backbone = "vgg16",
+        distance: Distance = "l1",
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
+    ) -> None:
+        super().__init__(layers, backbone, distance, mean, std, resize)
 
     def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
         return feature_distance(pred_features, target, self.layer_weights, self.distance)
@@ -28,20 +39,29 @@ class PerceptualLoss(FeatureLoss):
     Johnson et al.'s feature reconstruction loss), averaged over the batch by default.
 
     Args:
-        layers: names of the taps to compare (weight 1 each), or ``{name: weight}``. Names follow
-            :data:`perceptual_loss.TAPS`, e.g. ``relu2_2``, ``conv5_4``, ``pool3``.
-        backbone: ``"vgg16"`` | ``"vgg19"`` (also ``"alexnet"``, ``"squeezenet1_1"``).
-        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared).
+        layers: names of the taps to compare (weight 1 each), or ``{name: weight}``: the classic
+            names of :data:`perceptual_loss.TAPS` (``relu2_2``, ``conv5_4``, ``pool3``), any
+            torchvision node name (``layer3``, ``features.4``; see
+            :func:`perceptual_loss.available_taps`), or ``logits``.
+        backbone: ``"vgg16"`` (default) | ``"vgg19"`` | any torchvision classification model
+            (``"resnet50"``, ``"convnext_small"``, ``"vit_b_16"``, ...) | an ``nn.Module`` of
+            your own (copied; never changed nor saved).
+        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared; ``F.mse_loss`` of the features).
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"``.
         weights: ``"imagenet"`` (default, torchvision's weights through the torch hub cache) |
-            path to a local file | ``None`` (random, for tests only).
+            a weights enum name such as ``"IMAGENET1K_V2"`` | path to a local file | ``None``
+            (random, for tests only).
         input_range: value range of the images, ``(0, 1)`` or ``(-1, 1)``; normalised inside.
         grayscale: ``"repeat"`` accepts 1-channel images by repeating them to RGB.
         check_inputs: check the target's value range (one host sync per call); set ``False`` in
             a tuned training loop. Shape, dtype and device checks always run (they are free).
+        mean, std: the network's input normalisation on ``[0, 1]`` images; default the weights'.
+        resize: ``None`` (default) | ``224`` | ``(H, W)``: resize both images (bilinear,
+            antialiased) before the backbone, as MaskBit and TiTok do.
 
     Shape:
-        - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``.
+        - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``
+          (any size with ``resize``).
         - Output: ``()``, or ``(N,)`` with ``reduction="none"``.
 
     Example:
@@ -52,21 +72,25 @@ class PerceptualLoss(FeatureLoss):
         >>> value.shape, x.grad.shape
         (torch.Size([]), torch.Size([2, 3, 32, 32]))
 
-    ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``.
+    ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``; MaskBit's logit
+    loss is ``PerceptualLoss(["logits"], backbone="convnext_small", distance="l2", resize=224)``.
     """
 
     def __init__(
         self,
         layers: Layers = ("relu2_2",),
-        backbone: str = "vgg16",
+        backbone: Backbone = "vgg16",
         distance: Distance = "l1",
         reduction: Reduction = "mean",
         weights: WeightsArg = "imagenet",
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
     ) -> None:
         super().__init__(
-            PerceptualComparison(layers, backbone, distance),
+            PerceptualComparison(layers, backbone, distance, mean, std, resize),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
         )  # fmt: skip

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
 from torch import Tensor
 
-from ..backbones import Features
+from ..backbones import Backbone, Features, Resize
 from ..distances import Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -22,8 +25,25 @@ class StyleComparison(LayerComparison):
 
     same_size = False
 
-    def __init__(self, layers: Layers = JOHNSON_STYLE_LAYERS, backbone: str = "vgg16", distance: Distance = "l2") -> None:
-        super().__init__(layers, backbone, distance)
+    def __init__(
+        self,
+        layers: Layers = JOHNSON_STYLE_LAYERS,
+        backbone: Backbone = "vgg16",
+        distance: Distance = "l2",
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
+    ) -> None:
+        super().__init__(layers, backbone, distance, mean, std, resize)
+
+    def check_features(self, dims: Mapping[str, int]) -> None:
+        flat = {tap: dims[tap] for tap in self.taps if dims[tap] != 4}
+        if flat:
+            raise ValueError(
+                f"Gram matrices need spatial feature maps (N, C, H, W), but the taps {sorted(flat)} of "
+                f"{self.backbone} give {sorted(set(flat.values()))}-D features (logits or tokens). Tap "
+                f"convolutional stages instead (see perceptual_loss.available_taps)."
+            )
 
     def prepare_target(self, features: Features) -> Features:
         """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
@@ -43,8 +63,8 @@ class StyleLoss(FeatureLoss):
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``; default Johnson et al.'s
             ``relu1_2, relu2_2, relu3_3, relu4_3``.
-        backbone, weights, input_range, grayscale, check_inputs: as for
-            :class:`~perceptual_loss.PerceptualLoss`.
+        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize: as for
+            :class:`~perceptual_loss.PerceptualLoss` (taps must give ``(N, C, H, W)`` maps).
         distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
@@ -63,15 +83,18 @@ class StyleLoss(FeatureLoss):
     def __init__(
         self,
         layers: Layers = JOHNSON_STYLE_LAYERS,
-        backbone: str = "vgg16",
+        backbone: Backbone = "vgg16",
         distance: Distance = "l2",
         reduction: Reduction = "mean",
         weights: WeightsArg = "imagenet",
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        resize: Resize = None,
     ) -> None:
         super().__init__(
-            StyleComparison(layers, backbone, distance),
+            StyleComparison(layers, backbone, distance, mean, std, resize),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
         )  # fmt: skip

@@ -1,0 +1,30 @@
+"""Frozen backbones that return named intermediate features ("taps").
+
+- :mod:`.registry`: which backbones exist, their tap names, their normalisation;
+- :mod:`.classic`: the four classic loss networks as sliced ``features`` with literature names;
+- :mod:`.graph`: any torchvision classifier or user module, traced by torch.fx, by node name;
+- :mod:`.layers`: drop-in layers that keep less for backward or no mutable state;
+- :mod:`.extractor`: :class:`FeatureExtractor`, the one entry point over all of them.
+"""
+
+from .classic import TAPS
+from .extractor import CHANNELS_LAST_DEVICES, FeatureExtractor, Features, Resize
+from .layers import FireSharingOutput, FrozenBatchNorm, MaxPool2dRecomputingIndices
+from .registry import IMAGENET_MEAN, IMAGENET_STD, Backbone, available_taps, default_normalization, list_backbones
+
+__all__ = [
+    "CHANNELS_LAST_DEVICES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TAPS",
+    "Backbone",
+    "FeatureExtractor",
+    "Features",
+    "FireSharingOutput",
+    "FrozenBatchNorm",
+    "MaxPool2dRecomputingIndices",
+    "Resize",
+    "available_taps",
+    "default_normalization",
+    "list_backbones",
+]

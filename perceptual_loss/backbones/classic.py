@@ -1,0 +1,160 @@
+"""The four classic loss networks (VGG16, VGG19, AlexNet, SqueezeNet 1.1) as sliced ``features``.
+
+Their tap tables map the names the perceptual-loss literature uses to an index in torchvision's
+``model.features`` (so ``relu3_3`` of VGG16 is torchvision's node ``features.15``):
+
+- ``vgg16`` / ``vgg19``: ``convB_I`` (pre-activation), ``reluB_I`` and ``poolB`` for block ``B``
+  and layer ``I``, e.g. VGG16 ``relu3_3`` is index 15; VGG19 ``conv5_4`` is 34, ``relu5_4`` 35.
+- ``alexnet``: ``conv1..conv5``, ``relu1..relu5``, ``pool1``, ``pool2``, ``pool5``.
+- ``squeezenet1_1``: ``conv1``, ``relu1``, ``pool1``, ``fire2..fire9`` (outputs of the Fire
+  modules, post-activation), ``pool2``, ``pool3``.
+
+When every tap lies in ``features``, the trunk is ``features[: deepest + 1]`` run as a loop (no
+tracing), with memory-saving pools and Fire modules; ``conv`` taps hold pre-activation values
+although torchvision's ReLUs work in place: the ReLU right after a tapped convolution is made
+out-of-place (only that one, so memory stays as the bare net's). Taps outside ``features``
+(``logits``, ``classifier.4``, ...) go through the traced path of :mod:`.graph`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+
+from ..weights import WeightsArg, load_backbone_state
+from .layers import saving_less_for_backward
+
+logger = logging.getLogger(__name__)
+
+
+def _vgg_taps(convs_per_block: Sequence[int]) -> dict[str, int]:
+    taps: dict[str, int] = {}
+    index = 0
+    for block, convs in enumerate(convs_per_block, start=1):
+        for layer in range(1, convs + 1):
+            taps[f"conv{block}_{layer}"] = index
+            taps[f"relu{block}_{layer}"] = index + 1
+            index += 2
+        taps[f"pool{block}"] = index
+        index += 1
+    return taps
+
+
+TAPS: dict[str, dict[str, int]] = {
+    "vgg16": _vgg_taps((2, 2, 3, 3, 3)),
+    "vgg19": _vgg_taps((2, 2, 4, 4, 4)),
+    "alexnet": {
+        "conv1": 0, "relu1": 1, "pool1": 2,
+        "conv2": 3, "relu2": 4, "pool2": 5,
+        "conv3": 6, "relu3": 7,
+        "conv4": 8, "relu4": 9,
+        "conv5": 10, "relu5": 11, "pool5": 12,
+    },  # fmt: skip
+    "squeezenet1_1": {
+        "conv1": 0, "relu1": 1, "pool1": 2,
+        "fire2": 3, "fire3": 4, "pool2": 5,
+        "fire4": 6, "fire5": 7, "pool3": 8,
+        "fire6": 9, "fire7": 10, "fire8": 11, "fire9": 12,
+    },  # fmt: skip
+}
+"""Tap name -> index in torchvision's ``model.features``, per classic backbone."""
+
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": models.vgg16,
+    "vgg19": models.vgg19,
+    "alexnet": models.alexnet,
+    "squeezenet1_1": models.squeezenet1_1,
+}
+
+
+def aliases(backbone: str) -> dict[str, str]:
+    """``{"relu3_3": "features.15", ...}``: the classic names as torchvision node names."""
+    return {name: f"features.{index}" for name, index in TAPS.get(backbone, {}).items()}
+
+
+def features_index(backbone: str, tap: str) -> Optional[int]:
+    """Index in ``model.features`` of a classic name or a ``features.N`` node; ``None`` otherwise."""
+    table = TAPS[backbone]
+    if tap in table:
+        return table[tap]
+    prefix, _, index = tap.partition(".")
+    if prefix == "features" and index.isdigit() and int(index) < len(table):
+        return int(index)
+    return None
+
+
+class TappedSequential(nn.Sequential):
+    """``model.features[: deepest + 1]`` that returns ``{tap: output}`` of the tapped layers."""
+
+    def __init__(self, layers: nn.Sequential, tap_at: Mapping[int, Sequence[str]]) -> None:
+        super().__init__(*layers)
+        self.tap_at = {index: tuple(names) for index, names in tap_at.items()}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
+        features: dict[str, Tensor] = {}
+        for index, layer in enumerate(self):
+            x = layer(x)
+            names = self.tap_at.get(index)
+            if names is not None:
+                for name in names:
+                    features[name] = x
+        return features
+
+
+def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: WeightsArg) -> tuple[TappedSequential, int]:
+    """The frozen-to-be trunk for ``{tap: features index}`` and the smallest input size it takes."""
+    last = max(indices.values())
+    tap_at: dict[int, list[str]] = {}
+    for name, index in indices.items():
+        tap_at.setdefault(index, []).append(name)
+    # Build on the meta device: no memory and no init for the layers we drop (the classifier
+    # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
+    with torch.device("meta"):
+        full = _CONSTRUCTORS[backbone](weights=None)
+        layers = TappedSequential(saving_less_for_backward(full.features[: last + 1]), tap_at)  # type: ignore[index,arg-type]
+    min_size = _min_input_size(layers, last)
+    state = load_backbone_state(backbone, weights, full.state_dict())
+    layers = layers.to_empty(device="cpu")
+    if state is None:
+        _random_init(layers)
+        logger.info("%s initialised with random weights (weights=None): for tests only", backbone)
+    else:
+        prefix = "features."
+        kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[1]) <= last}
+        layers.load_state_dict(kept, strict=True)
+    for index in tap_at:
+        after = index + 1
+        relu = layers[after] if after < len(layers) else None
+        if isinstance(layers[index], nn.Conv2d) and isinstance(relu, nn.ReLU):
+            relu.inplace = False
+    return layers, min_size
+
+
+def _min_input_size(layers: nn.Sequential, last: int, limit: int = 1024) -> int:
+    """Smallest square input for which every tap has at least a 1x1 feature map (meta run)."""
+    for size in range(1, limit + 1):
+        x = torch.empty(1, 3, size, size, device="meta")
+        try:
+            for index, layer in enumerate(layers):
+                x = layer(x)
+                if index == last:
+                    break
+        except RuntimeError:
+            continue
+        if min(x.shape[-2:]) >= 1:
+            return size
+    raise ValueError(f"No input size up to {limit} fits these layers.")  # pragma: no cover
+
+
+def _random_init(layers: nn.Module) -> None:
+    """torchvision's VGG init for every conv (weights=None is for tests only)."""
+    for module in layers.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -1,0 +1,303 @@
+"""Any torchvision classifier, or the user's own module, as a traced trunk tapped by node name.
+
+Node names are those of :func:`torchvision.models.feature_extraction.get_graph_node_names` in
+eval mode (``layer2``, ``layer4.2.relu_2``, ``features.3``, ``encoder.layers.encoder_layer_5``),
+plus ``logits``: the node that feeds the model's output. A name that is a prefix of node names
+(``layer2``, a module) taps the last node under it, as ``create_feature_extractor`` does.
+
+The graph is traced once in eval mode, and everything after the deepest tap is removed with the
+parameters only it used (a ``layer2`` tap of ResNet-50 keeps 6% of its parameters). Then three
+rewrites keep the guarantees of the classic trunks:
+
+- an in-place op that would overwrite a tapped tensor (ResNet's ``relu`` after ``add``, a SiLU
+  after a tapped BatchNorm) becomes out-of-place at that call only, so a pre-activation tap stays
+  pre-activation; the same module elsewhere keeps working in place;
+- every BatchNorm becomes a :class:`~.layers.FrozenBatchNorm`: eval-mode arithmetic, statistics
+  that no ``.train()`` can update and DDP does not re-broadcast;
+- every max-pool becomes a :class:`~.layers.MaxPool2dRecomputingIndices` (no int64 argmax kept).
+
+A user's module is never changed: it is traced through a structural copy that shares no module
+object with it, and the kept parameters are copied, so neither its ``requires_grad`` flags, its
+mode, nor its device move with the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torchvision
+from torch import Tensor, fx, nn
+from torchvision.models.feature_extraction import NodePathTracer
+
+from .layers import FrozenBatchNorm, MaxPool2dRecomputingIndices
+
+logger = logging.getLogger(__name__)
+
+LOGITS = "logits"
+"""The tap name of a model's output (a classifier's logits)."""
+
+_VIEW_METHODS = frozenset(
+    "view reshape flatten permute transpose contiguous squeeze unsqueeze expand narrow t view_as reshape_as "
+    "chunk split unbind unflatten movedim __getitem__ detach".split()
+)
+_VIEW_FUNCTIONS = frozenset(
+    [operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+     torch.narrow, torch.chunk, torch.split, torch.unbind, torch.movedim, torch.t]
+)  # fmt: skip
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, torchvision.ops.StochasticDepth)
+"""Modules that (in eval mode) may return their input itself or a view of it."""
+_INPLACE_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {
+    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.itruediv: operator.truediv, torch.relu_: torch.relu, torch.nn.functional.relu_: torch.nn.functional.relu,
+}  # fmt: skip
+
+
+class TraceError(ValueError):
+    """torch.fx cannot trace the module; the message says where and how to proceed."""
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What probing a trunk on the meta device found out."""
+
+    min_size: int
+    fixed_size: Optional[int]
+    dims: dict[str, int]
+
+
+def _tracer(leaves: Sequence[str] = ()) -> NodePathTracer:
+    """torchvision's node-naming tracer, with its defaults (``torchvision.ops`` wrapped and leaves)."""
+    ops = [getattr(torchvision.ops, name) for name in dir(torchvision.ops)]
+    leaf_types = [op for op in ops if isinstance(op, type) and issubclass(op, nn.Module)]
+    tracer = _LeafNamedTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=leaf_types)
+    tracer.leaf_names = frozenset(leaves)
+    return tracer
+
+
+class _LeafNamedTracer(NodePathTracer):
+    """Also treats modules by qualified name as leaves (the user's taps, when tracing needs it)."""
+
+    leaf_names: frozenset[str] = frozenset()
+
+    def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
+        return module_qualname in self.leaf_names or super().is_leaf_module(m, module_qualname)
+
+
+def trace(model: nn.Module, name: str, leaves: Sequence[str] = ()) -> tuple[fx.Graph, dict[fx.Node, str]]:
+    """The eval-mode graph of ``model`` and each node's torchvision node name.
+
+    ``model`` must already be in eval mode (the caller's copy). Raises :class:`TraceError`.
+    """
+    tracer = _tracer(leaves)
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:  # noqa: BLE001 - torch.fx raises many kinds; re-raised with the fix
+        where = tracer.current_module_qualname or "the top-level forward"
+        raise TraceError(
+            f"torch.fx cannot trace {name}: inside {where!r} it failed with {type(error).__name__}: {error}. "
+            f"Usually this is Python control flow on tensor values or shapes. To proceed: tap whole "
+            f"submodules by their names in model.named_modules() (tapped modules are traced as leaves, so "
+            f"their insides do not matter), e.g. taps=[{where!r}] or one above it; or pass a module that "
+            f"stops before the untraceable part (e.g. nn.Sequential of the layers you need)."
+        ) from error
+    return graph, dict(tracer.node_to_qualname)
+
+
+def node_names(graph: fx.Graph, qualnames: Mapping[fx.Node, str]) -> list[str]:
+    """Tap names in network order: every node but the input, then ``logits`` if the output is one tensor."""
+    names = [qualnames[n] for n in graph.nodes if n in qualnames and n.op != "placeholder"]
+    return names + ([LOGITS] if _logits_node(graph) is not None else [])
+
+
+def _logits_node(graph: fx.Graph) -> Optional[fx.Node]:
+    output = next(n for n in graph.nodes if n.op == "output")
+    result = output.args[0]
+    return result if isinstance(result, fx.Node) else None
+
+
+def resolve_taps(
+    taps: Sequence[str], graph: fx.Graph, qualnames: Mapping[fx.Node, str], name: str, aliases: Mapping[str, str] = {}
+) -> dict[str, fx.Node]:
+    """``{tap: node}``: an alias, an exact node name, a prefix of node names (the last node under
+    it), or ``logits``."""
+    by_name = {q: n for n, q in qualnames.items() if n.op != "placeholder"}
+    resolved: dict[str, fx.Node] = {}
+    for requested in taps:
+        tap = aliases.get(requested, requested)
+        if tap == LOGITS:
+            node = _logits_node(graph)
+            if node is None:
+                raise ValueError(f"{name} returns no single tensor, so it has no 'logits' tap; tap a node by name.")
+        else:
+            node = by_name.get(tap)
+            if node is None:
+                under = [n for q, n in by_name.items() if q.startswith(tap + ".")]
+                node = under[-1] if under else None
+        if node is None:
+            raise ValueError(unknown_tap_message(requested, [*aliases, *node_names(graph, qualnames)], name, list(aliases)))
+        resolved[requested] = node
+    return resolved
+
+
+def unknown_tap_message(tap: str, valid: Sequence[str], name: str, classic: Sequence[str] = ()) -> str:
+    close = difflib.get_close_matches(tap, valid, n=5, cutoff=0.5)
+    hint = f" Nearest valid names: {', '.join(close)}." if close else ""
+    listed = f" Its classic names (valid names: {', '.join(classic)}) and" if classic else ""
+    return (
+        f"Unknown layer name {tap!r} for {name}.{hint}{listed} perceptual_loss.available_taps({name!r}) lists all "
+        f"{len(valid)} of them (torchvision's node names, plus 'logits')."
+    )
+
+
+def truncated_module(root: nn.Module, graph: fx.Graph, taps: Mapping[str, fx.Node], name: str) -> fx.GraphModule:
+    """A graph module returning ``{tap: value}``, with nothing after the deepest tap and safe in-place ops.
+
+    ``graph`` (traced from ``root``, which holds the modules it calls) is rewritten in place.
+    """
+    whole = fx.GraphModule(root, graph)
+    for node in [n for n in whole.graph.nodes if n.op == "output"]:
+        whole.graph.erase_node(node)
+    with whole.graph.inserting_after(list(whole.graph.nodes)[-1]):
+        whole.graph.output(dict(taps))
+    whole.graph.eliminate_dead_code()
+    # A second graph module copies only what the remaining nodes use: the rest of the model's
+    # modules and parameters are dropped.
+    module = fx.GraphModule(whole, whole.graph, class_name=f"{type(root).__name__}Trunk")
+    _make_taps_safe_from_inplace(module, set(taps.values()))
+    module.graph.lint()
+    module.recompile()
+    logger.debug("%s traced and truncated to %d nodes", name, len(module.graph.nodes))
+    return module
+
+
+def _make_taps_safe_from_inplace(module: fx.GraphModule, tapped: set[fx.Node]) -> None:
+    """Make every in-place op that would write into a tapped tensor (or a view of it) out-of-place."""
+    seen: set[fx.Node] = set()
+    frontier = list(tapped)
+    while frontier:
+        node = frontier.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for user in list(node.users):
+            if not user.args or user.args[0] is not node:
+                continue
+            if _is_inplace(module, user):
+                _make_out_of_place(module, user)
+            elif _may_alias(module, user):
+                frontier.append(user)
+
+
+def _is_inplace(module: fx.GraphModule, node: fx.Node) -> bool:
+    if node.kwargs.get("inplace") is True:
+        return True
+    if node.op == "call_module":
+        return getattr(module.get_submodule(str(node.target)), "inplace", False) is True
+    if node.op == "call_method":
+        target = str(node.target)
+        return target.endswith("_") and not target.startswith("_")
+    return node.op == "call_function" and node.target in _INPLACE_FUNCTIONS
+
+
+def _may_alias(module: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(module.get_submodule(str(node.target)), _IDENTITY_MODULES)
+    if node.op == "call_method":
+        return node.target in _VIEW_METHODS
+    return node.op == "call_function" and node.target in _VIEW_FUNCTIONS
+
+
+def _make_out_of_place(module: fx.GraphModule, node: fx.Node) -> None:
+    if "inplace" in node.kwargs:
+        node.kwargs = {**node.kwargs, "inplace": False}
+    elif node.op == "call_module":
+        original = module.get_submodule(str(node.target))
+        replacement = copy.copy(original)  # shares parameters (activations have none); only this call changes
+        replacement.inplace = False  # type: ignore[assignment]
+        target = f"{str(node.target).replace('.', '_')}_out_of_place"
+        module.add_submodule(target, replacement)
+        node.target = target
+    elif node.op == "call_method":
+        node.target = str(node.target)[:-1]
+    else:
+        node.target = _INPLACE_FUNCTIONS[node.target]  # type: ignore[index]
+
+
+def freeze_layers(module: nn.Module) -> None:
+    """BatchNorm -> :class:`FrozenBatchNorm`, max-pool -> :class:`MaxPool2dRecomputingIndices`, in place."""
+    for parent in list(module.modules()):
+        for child_name, child in parent.named_children():
+            replacement: Optional[nn.Module] = None
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.track_running_stats:
+                replacement = FrozenBatchNorm(child)
+            elif type(child) is nn.MaxPool2d and not child.return_indices:
+                replacement = MaxPool2dRecomputingIndices(
+                    child.kernel_size, child.stride, child.padding, child.dilation, ceil_mode=child.ceil_mode
+                )
+            if replacement is not None:
+                setattr(parent, child_name, replacement)
+
+
+def probe(module: fx.GraphModule, limit: int = 1024, hint: int = 224) -> GraphInfo:
+    """Smallest square input size, a fixed size if only one works (ViT: 224), and each tap's ndim.
+
+    Runs ``module`` (on the meta device: nothing is computed) at a few sizes, assuming that a
+    size that works makes every larger one work too, unless only one size works at all.
+    """
+
+    def run(size: int) -> Optional[dict[str, Tensor]]:
+        try:
+            out = module(torch.empty(1, 3, size, size, device="meta"))
+        except Exception:  # noqa: BLE001 - any failure means "this size does not fit"
+            return None
+        fits = all(v.dim() != 4 or min(v.shape[-2:]) >= 1 for v in out.values())
+        return out if fits else None
+
+    high = next((size for size in (hint, 2 * hint, limit) if run(size) is not None), None)
+    if high is None:
+        raise ValueError(f"No input size of {hint}, {2 * hint} or {limit} pixels fits this trunk.")
+    low = 0  # run(low) fails or low == 0; run(high) works
+    while high - low > 1:
+        middle = (low + high) // 2
+        if run(middle) is None:
+            low = middle
+        else:
+            high = middle
+    fixed = high if all(run(high + step) is None for step in (1, 2, high)) else None
+    out = run(high)
+    assert out is not None
+    return GraphInfo(min_size=high, fixed_size=fixed, dims={k: v.dim() for k, v in out.items()})
+
+
+def meta_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of ``module`` whose parameters and buffers are empty meta tensors."""
+    memo: dict[int, Any] = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(empty, requires_grad=False) if isinstance(tensor, nn.Parameter) else empty
+    return copy.deepcopy(module, memo)
+
+
+def detached_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of ``module`` that shares its tensors: cheap, and no module object is shared."""
+    memo: dict[int, Any] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return copy.deepcopy(module, memo)
+
+
+def own_tensors(module: nn.Module) -> None:
+    """Replace every parameter and buffer of ``module`` by a copy (so the user's stay untouched)."""
+    for sub in module.modules():
+        for key, value in sub._parameters.items():
+            if value is not None:
+                sub._parameters[key] = nn.Parameter(value.detach().clone(), requires_grad=False)
+        for key, value in sub._buffers.items():
+            if value is not None:
+                sub._buffers[key] = value.detach().clone()

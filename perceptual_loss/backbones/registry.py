@@ -1,0 +1,125 @@
+"""Which backbones exist, what their taps are called, and how their inputs are normalised.
+
+A backbone is named as torchvision names its classification models (``"resnet50"``,
+``"convnext_small"``, ``"vit_b_16"``: :func:`list_backbones`), or given as an ``nn.Module``. The
+four classic loss networks (``vgg16``, ``vgg19``, ``alexnet``, ``squeezenet1_1``) also answer to
+the names of the perceptual-loss literature (``relu2_2``, ``conv5_4``, ``fire4``), which are
+aliases of torchvision node names (``relu2_2`` of VGG16 is ``features.8``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Sequence
+from typing import Optional, Union
+
+import torch
+import torchvision
+from torch import nn
+
+from ..weights import WeightsArg, weights_enum
+from . import classic, graph
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Backbone = Union[str, nn.Module]
+"""A torchvision classification model name, or the user's own ``nn.Module``."""
+
+
+@functools.lru_cache(maxsize=1)
+def list_backbones() -> list[str]:
+    """Every torchvision classification model name ``backbone=`` takes, sorted.
+
+    Examples:
+        >>> "resnet50" in list_backbones() and "vit_b_16" in list_backbones()
+        True
+    """
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_backbone_name(name: str) -> str:
+    """``name`` if torchvision has such a classifier; otherwise an error listing the close and all names."""
+    names = list_backbones()
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}.{hint} Choose a torchvision classification model: {', '.join(names)}; "
+        f"or pass an nn.Module of your own."
+    )
+
+
+def build_model(name: str, meta: bool) -> nn.Module:
+    """torchvision's ``name`` with random weights, in eval mode; on the meta device when ``meta``
+    and the constructor allows it (RegNet's computes its widths with tensors, so it is built on CPU)."""
+    if meta:
+        try:
+            with torch.device("meta"):
+                return torchvision.models.get_model(name, weights=None).eval()
+        except (NotImplementedError, RuntimeError):
+            pass
+    return torchvision.models.get_model(name, weights=None).eval()
+
+
+@functools.lru_cache(maxsize=64)
+def _torchvision_taps(name: str) -> tuple[str, ...]:
+    model = build_model(name, meta=True)
+    traced, qualnames = graph.trace(model, name)
+    return tuple(graph.node_names(traced, qualnames))
+
+
+def available_taps(backbone: Backbone) -> list[str]:
+    """Tap names of ``backbone`` in network order.
+
+    torchvision's node names (what ``get_graph_node_names`` lists in eval mode) and ``logits``;
+    the classic four list their literature names (``conv1_1``, ``relu1_1``, ...) first.
+
+    Examples:
+        >>> available_taps("vgg16")[:3]
+        ['conv1_1', 'relu1_1', 'conv1_2']
+        >>> [t for t in available_taps("resnet18") if t.startswith("layer4.1")][-2:]
+        ['layer4.1.add', 'layer4.1.relu_1']
+        >>> available_taps("resnet18")[-1]
+        'logits'
+    """
+    if isinstance(backbone, nn.Module):
+        traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
+        return graph.node_names(traced, qualnames)
+    name = check_backbone_name(backbone)
+    return [*classic.TAPS.get(name, {}), *_torchvision_taps(name)]
+
+
+def default_normalization(
+    backbone: Backbone, weights: WeightsArg
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(mean, std)`` the weights were trained with, on ``[0, 1]`` images.
+
+    From the torchvision weights entry's ``transforms()`` when ``weights`` names one (ImageNet's
+    statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
+    """
+    if isinstance(backbone, str) and isinstance(weights, str):
+        enum = weights_enum(backbone, weights)
+        if enum is not None:
+            transform = enum.transforms()
+            mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+            if mean is not None and std is not None:
+                return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def backbone_name(backbone: Backbone) -> str:
+    """A name for messages: the torchvision name, or the module's class name."""
+    return backbone if isinstance(backbone, str) else type(backbone).__name__
+
+
+def classic_indices(backbone: Backbone, taps: Sequence[str]) -> Optional[dict[str, int]]:
+    """``{tap: features index}`` when every tap of a classic backbone lies in ``features``; else ``None``."""
+    if not isinstance(backbone, str) or backbone not in classic.TAPS:
+        return None
+    indices = {tap: classic.features_index(backbone, tap) for tap in taps}
+    if any(index is None for index in indices.values()):
+        return None
+    return indices  # type: ignore[return-value]
