@@ -10,7 +10,7 @@ random weights, so the tests prove mechanics and parity, never perceptual qualit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,24 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def checkpoints(torch_home: Path) -> Path:
     return torch_home / "hub" / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def torchvision_weights(checkpoints: Path) -> Callable[..., Path]:
+    """``write(name, member="DEFAULT", seed=0)``: random weights of any torchvision model, saved
+    once under the file name of its weights enum entry ``member`` in the temporary hub cache."""
+    written: set[Path] = set()
+
+    def write(name: str, member: str = "DEFAULT", seed: int = 0) -> Path:
+        path = imagenet_weights_path(name, member)
+        assert path.parent == checkpoints
+        if path not in written:
+            torch.manual_seed(seed)
+            torch.save(models.get_model(name, weights=None).state_dict(), path)
+            written.add(path)
+        return path
+
+    return write
 
 
 @pytest.fixture

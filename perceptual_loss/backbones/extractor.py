@@ -120,7 +120,7 @@ class FeatureExtractor(FrozenModule):
         mean_t, std_t = torch.tensor(self.mean, dtype=torch.float32), torch.tensor(self.std, dtype=torch.float32)
         scale = 1.0 / ((high - low) * std_t)
         shift = (-low / (high - low) - mean_t) / std_t
-        device = next(iter(self.layers.parameters())).device
+        device = next(iter(self.layers.parameters()), torch.empty(0)).device
         self.scale = nn.Parameter(scale.view(1, 3, 1, 1).to(device))
         self.shift = nn.Parameter(shift.view(1, 3, 1, 1).to(device))
         self.freeze()
@@ -180,7 +180,7 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))
     trunk = graph.truncated_module(model, traced, nodes, name)
     on_meta = next(iter(trunk.parameters())).is_meta
-    info = graph.probe(trunk if on_meta else graph.meta_copy(trunk))  # type: ignore[arg-type]
+    info = graph.probe(trunk, name)
     state = load_backbone_state(name, weights, model.state_dict())
     if on_meta:
         trunk = trunk.to_empty(device="cpu")
@@ -211,7 +211,7 @@ def _module_trunk(module: nn.Module, taps: tuple[str, ...], weights: WeightsArg)
         state = load_backbone_state(name, weights, module.state_dict())
         assert state is not None
         _load_kept(trunk, state, name)
-    info = graph.probe(graph.meta_copy(trunk))  # type: ignore[arg-type]
+    info = graph.probe(trunk, name)
     graph.freeze_layers(trunk)
     return trunk, info
 

@@ -30,7 +30,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torchvision
@@ -86,9 +86,19 @@ class _LeafNamedTracer(NodePathTracer):
     """Also treats modules by qualified name as leaves (the user's taps, when tracing needs it)."""
 
     leaf_names: frozenset[str] = frozenset()
+    failed_in: Optional[str] = None
+    """The innermost module whose forward raised while tracing (for the error message)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
         return module_qualname in self.leaf_names or super().is_leaf_module(m, module_qualname)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self.path_of_module(m)
+            raise
 
 
 def trace(model: nn.Module, name: str, leaves: Sequence[str] = ()) -> tuple[fx.Graph, dict[fx.Node, str]]:
@@ -100,13 +110,14 @@ def trace(model: nn.Module, name: str, leaves: Sequence[str] = ()) -> tuple[fx.G
     try:
         graph = tracer.trace(model)
     except Exception as error:  # noqa: BLE001 - torch.fx raises many kinds; re-raised with the fix
-        where = tracer.current_module_qualname or "the top-level forward"
+        where = f"inside {tracer.failed_in!r}" if tracer.failed_in else "in its own forward"
+        example = f"e.g. taps=[{tracer.failed_in!r}] or a module above it" if tracer.failed_in else "e.g. its children"
         raise TraceError(
-            f"torch.fx cannot trace {name}: inside {where!r} it failed with {type(error).__name__}: {error}. "
+            f"torch.fx cannot trace {name}: {where} it failed with {type(error).__name__}: {error}. "
             f"Usually this is Python control flow on tensor values or shapes. To proceed: tap whole "
             f"submodules by their names in model.named_modules() (tapped modules are traced as leaves, so "
-            f"their insides do not matter), e.g. taps=[{where!r}] or one above it; or pass a module that "
-            f"stops before the untraceable part (e.g. nn.Sequential of the layers you need)."
+            f"their insides do not matter), {example}; or pass a module that stops before the untraceable "
+            f"part (e.g. nn.Sequential of the layers you need)."
         ) from error
     return graph, dict(tracer.node_to_qualname)
 
@@ -246,24 +257,53 @@ def freeze_layers(module: nn.Module) -> None:
                 setattr(parent, child_name, replacement)
 
 
-def probe(module: fx.GraphModule, limit: int = 1024, hint: int = 224) -> GraphInfo:
+def probe(module: nn.Module, name: str, limit: int = 1024, hint: int = 224) -> GraphInfo:
     """Smallest square input size, a fixed size if only one works (ViT: 224), and each tap's ndim.
 
-    Runs ``module`` (on the meta device: nothing is computed) at a few sizes, assuming that a
-    size that works makes every larger one work too, unless only one size works at all.
+    Runs ``module`` on the meta device (nothing is computed) at a few sizes, assuming that a size
+    that works makes every larger one work too, unless only one size works at all. A module that
+    branches on tensor values cannot run on meta: it is then probed for real, without autograd.
     """
+    reference = next(iter(module.parameters()), torch.empty(0))
+    on_meta = reference.is_meta
+    try:
+        return _probe(module if on_meta else meta_copy(module), "meta", limit, hint)
+    except _NothingFits as error:
+        if on_meta:
+            raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
+    with torch.no_grad():
+        try:
+            return _probe(module, reference, limit, hint)
+        except _NothingFits as error:
+            raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
+
+
+class _NothingFits(Exception):
+    def __init__(self, sizes: tuple[int, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.sizes, self.reason = sizes, reason
+
+
+def _probe(module: nn.Module, like: Union[str, Tensor], limit: int, hint: int) -> GraphInfo:
+    reasons: list[str] = []
 
     def run(size: int) -> Optional[dict[str, Tensor]]:
+        if isinstance(like, str):
+            x = torch.empty(1, 3, size, size, device=like)
+        else:
+            x = torch.zeros(1, 3, size, size, device=like.device, dtype=like.dtype)
         try:
-            out = module(torch.empty(1, 3, size, size, device="meta"))
-        except Exception:  # noqa: BLE001 - any failure means "this size does not fit"
+            out = module(x)
+        except Exception as error:  # noqa: BLE001 - any failure means "this size does not fit"
+            reasons.append(f"{type(error).__name__}: {error}")
             return None
         fits = all(v.dim() != 4 or min(v.shape[-2:]) >= 1 for v in out.values())
         return out if fits else None
 
-    high = next((size for size in (hint, 2 * hint, limit) if run(size) is not None), None)
+    sizes = (hint, 2 * hint, limit)
+    high = next((size for size in sizes if run(size) is not None), None)
     if high is None:
-        raise ValueError(f"No input size of {hint}, {2 * hint} or {limit} pixels fits this trunk.")
+        raise _NothingFits(sizes, reasons[-1] if reasons else "a tap has an empty feature map")
     low = 0  # run(low) fails or low == 0; run(high) works
     while high - low > 1:
         middle = (low + high) // 2

@@ -41,7 +41,7 @@ class StyleComparison(LayerComparison):
         if flat:
             raise ValueError(
                 f"Gram matrices need spatial feature maps (N, C, H, W), but the taps {sorted(flat)} of "
-                f"{self.backbone} give {sorted(set(flat.values()))}-D features (logits or tokens). Tap "
+                f"{self.backbone} give {', '.join(str(d) for d in sorted(set(flat.values())))}-D features (logits or tokens). Tap "
                 f"convolutional stages instead (see perceptual_loss.available_taps)."
             )
 
