@@ -46,6 +46,8 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         for backbone in IMAGENET_WEIGHTS:
             write_random_torchvision_weights(checkpoints, backbone, seed=len(backbone))
+        torch.manual_seed(0)  # the traced backbone of the losses' shared contract tests
+        torch.save(models.resnet18(weights=None).state_dict(), checkpoints / imagenet_weights_path("resnet18").name)
         yield home
     finally:
         if previous is None:

@@ -13,20 +13,27 @@ from torch import nn
 from perceptual_loss import LPIPSLoss, PerceptualLoss, StyleLoss
 
 
+CRITERIA = {
+    "vgg16": lambda: PerceptualLoss(["relu2_2"], weights=None),
+    # traced, with BatchNorm: its statistics are frozen parameters, so nothing is re-broadcast
+    "resnet18": lambda: PerceptualLoss(["bn1", "layer1"], backbone="resnet18", weights=None),
+}
+
+
 class Generator(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, criterion: str = "vgg16") -> None:
         super().__init__()
         self.body = nn.Conv2d(3, 3, 3, padding=1)
-        self.criterion = PerceptualLoss(["relu2_2"], weights=None)
+        self.criterion = CRITERIA[criterion]()
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         return self.criterion(torch.sigmoid(self.body(lr)), hr)
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str, criterion: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.manual_seed(rank)  # different random backbones per rank: DDP must sync them once at wrap time
-    model = nn.parallel.DistributedDataParallel(Generator())
+    model = nn.parallel.DistributedDataParallel(Generator(criterion))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     broadcasts = []
     original = dist._broadcast_coalesced
@@ -47,7 +54,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
     torch.save(
         {
             "trainable": {k: v.detach() for k, v in module.body.state_dict().items()},
-            "frozen": module.criterion.extractor.layers[0].weight.detach().clone(),
+            "frozen": [p.detach().clone() for p in module.criterion.extractor.parameters()],
             "broadcasts_during_steps": len(broadcasts),
             "syncs_buffers": model.will_sync_module_buffers(),
         },
@@ -57,12 +64,13 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_agree_and_never_rebroadcast_the_backbone(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("criterion", sorted(CRITERIA))
+def test_ddp_two_processes_agree_and_never_rebroadcast_the_backbone(tmp_path: Path, criterion: str) -> None:
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), criterion), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in r0["trainable"]:
         torch.testing.assert_close(r0["trainable"][key], r1["trainable"][key], rtol=0, atol=1e-7)
-    assert torch.equal(r0["frozen"], r1["frozen"]), "the backbone is synced once, at wrap time"
+    assert all(torch.equal(a, b) for a, b in zip(r0["frozen"], r1["frozen"], strict=True)), "synced once, at wrap time"
     assert r0["broadcasts_during_steps"] == 0 and r1["broadcasts_during_steps"] == 0
     assert not r0["syncs_buffers"]
 

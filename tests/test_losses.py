@@ -19,6 +19,8 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "perceptual": lambda **kw: PerceptualLoss(["relu1_2", "relu2_2", "conv3_3"], **kw),
     "style": lambda **kw: StyleLoss(["relu1_2", "relu2_2"], **kw),
     "lpips": lambda **kw: LPIPSLoss(net="squeeze", **kw),
+    # a traced torchvision backbone with BatchNorm, a pre-activation tap and logits
+    "perceptual-resnet18": lambda **kw: PerceptualLoss(["bn1", "layer2", "logits"], backbone="resnet18", **kw),
 }
 
 

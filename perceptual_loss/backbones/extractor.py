@@ -168,6 +168,10 @@ class FeatureExtractor(FrozenModule):
         return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}{resize}"
 
 
+_PROBED: dict[tuple[str, tuple[str, ...]], graph.GraphInfo] = {}
+"""Probe results of torchvision trunks, by (model name, taps): their graphs never change."""
+
+
 def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg) -> tuple[nn.Module, graph.GraphInfo]:
     """A traced, truncated, frozen-to-be trunk on CPU (or the user module's device), and its probe."""
     if isinstance(backbone, nn.Module):
@@ -180,7 +184,7 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))
     trunk = graph.truncated_module(model, traced, nodes, name)
     on_meta = next(iter(trunk.parameters())).is_meta
-    info = graph.probe(trunk, name)
+    info = _PROBED.get((name, taps)) or _PROBED.setdefault((name, taps), graph.probe(trunk, name))
     state = load_backbone_state(name, weights, model.state_dict())
     if on_meta:
         trunk = trunk.to_empty(device="cpu")

@@ -265,17 +265,26 @@ def probe(module: nn.Module, name: str, limit: int = 1024, hint: int = 224) -> G
     branches on tensor values cannot run on meta: it is then probed for real, without autograd.
     """
     reference = next(iter(module.parameters()), torch.empty(0))
-    on_meta = reference.is_meta
     try:
-        return _probe(module if on_meta else meta_copy(module), "meta", limit, hint)
+        return _probe(_shape_only_copy(module), "meta", limit, hint)
     except _NothingFits as error:
-        if on_meta:
+        if reference.is_meta:
             raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
     with torch.no_grad():
         try:
             return _probe(module, reference, limit, hint)
         except _NothingFits as error:
             raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
+
+
+def _shape_only_copy(module: nn.Module) -> nn.Module:
+    """A meta copy with normalisation layers (shape-preserving, slow on meta) replaced by identities."""
+    shapes = meta_copy(module)
+    for parent in list(shapes.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm)):
+                setattr(parent, child_name, nn.Identity())
+    return shapes
 
 
 class _NothingFits(Exception):
