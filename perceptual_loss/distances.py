@@ -19,8 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-Distance = Literal["l1", "l2"]
-DISTANCES = ("l1", "l2")
+Distance = Literal["l1", "l2", "normalized_l2"]
+DISTANCES = ("l1", "l2", "normalized_l2")
+"""Feature distances: mean absolute, mean squared, and squared distance of channel-normalised
+feature vectors summed over channels (LPIPS without its learned heads; MONAI's perceptual loss)."""
+GRAM_DISTANCES = ("l1", "l2")
 
 LPIPS_EPS = 1e-10
 """Added to the squared channel norm *inside* the square root (see :func:`normalize_channels`)."""
@@ -44,21 +47,28 @@ def feature_distance(
 ) -> Tensor:
     """Weighted feature-reconstruction distance (Johnson et al., 2016).
 
-    ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|`` for ``l1``, squared for ``l2``.
+    ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|`` for ``l1``, squared for ``l2``;
+    ``sum_l w_l * mean_{h,w} sum_c (n(phi_l(pred)) - n(phi_l(target)))_c^2`` for
+    ``normalized_l2``, ``n`` being :func:`normalize_channels` (features on dim 1).
 
     Args:
         pred, target: ``{tap: (N, C, H, W)}`` with equal shapes per tap (``(N, C)`` logits and
             ``(N, L, C)`` tokens too: the mean is over every dimension but the batch).
         layer_weights: ``{tap: weight}``.
-        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared).
+        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared) | ``"normalized_l2"``.
 
     Returns:
         ``(N,)``, one value per sample.
     """
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
-        diff = _float(pred[name]) - _float(target[name])
-        value = weight * _elementwise(diff, distance).mean(dim=tuple(range(1, diff.dim())))
+        p, t = _float(pred[name]), _float(target[name])
+        if distance == "normalized_l2":
+            per_position = (normalize_channels(p) - normalize_channels(t)).square().sum(dim=1, keepdim=True)
+            value = weight * per_position.mean(dim=tuple(range(1, per_position.dim())))
+        else:
+            diff = p - t
+            value = weight * _elementwise(diff, distance).mean(dim=tuple(range(1, diff.dim())))
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
     return total

@@ -391,3 +391,26 @@ def test_compiles_without_graph_breaks(make: Callable[[], nn.Module]) -> None:
     value.backward()
     torch.testing.assert_close(value, loss(x, y), rtol=1e-5, atol=1e-7)
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_monai_recipe_equals_its_formula(torchvision_weights) -> None:
+    """MONAI's 2-D torchvision perceptual loss: ResNet-50 ``layer4.2.relu_2``, ImageNet z-score,
+    channel-normalised features, squared difference summed over channels, spatial mean."""
+    path = torchvision_weights("resnet50")
+    loss = PerceptualLoss(["layer4.2.relu_2"], backbone="resnet50", distance="normalized_l2")
+    model = models.resnet50()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    trunk = nn.Sequential(*list(model.children())[:-2]).eval()  # up to layer4, whose last op is relu_2
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def normalize_tensor(f: Tensor, eps: float = 1e-10) -> Tensor:
+        return f / (torch.sqrt(torch.sum(f**2, dim=1, keepdim=True)) + eps)
+
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    fx, fy = trunk((x - mean) / std), trunk((y - mean) / std)
+    expected = ((normalize_tensor(fx) - normalize_tensor(fy)) ** 2).sum(dim=1, keepdim=True).mean(dim=(2, 3))
+    torch.testing.assert_close(loss(x, y), expected.mean(), rtol=1e-5, atol=1e-7)
+    logits = PerceptualLoss(["logits"], backbone="resnet18", distance="normalized_l2", weights=None, reduction="none")
+    assert logits(x, y).shape == (2,)
+    with pytest.raises(ValueError, match=r"Unknown distance 'normalized_l2' for StyleComparison; choose one of \('l1', 'l2'\)"):
+        StyleLoss(["layer1"], backbone="resnet18", distance="normalized_l2", weights=None)

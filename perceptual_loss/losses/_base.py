@@ -140,14 +140,16 @@ class Comparison(nn.Module):
 
 
 class LayerComparison(Comparison):
-    """A :class:`Comparison` over weighted named layers with an ``l1``/``l2`` distance.
+    """A :class:`Comparison` over weighted named layers with a distance of :attr:`distances`.
 
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``.
         backbone: the backbone the taps belong to (a torchvision model name or a module).
-        distance: ``"l1"`` | ``"l2"``.
+        distance: one of :attr:`distances`.
         mean, std, resize: the input policy (see :class:`~perceptual_loss.FeatureExtractor`).
     """
+
+    distances: tuple[str, ...] = DISTANCES
 
     def __init__(
         self,
@@ -158,8 +160,8 @@ class LayerComparison(Comparison):
         std: Optional[Sequence[float]] = None,
         resize: Resize = None,
     ) -> None:
-        if distance not in DISTANCES:
-            raise ValueError(f"Unknown distance {distance!r}; choose one of {DISTANCES}.")
+        if distance not in self.distances:
+            raise ValueError(f"Unknown distance {distance!r} for {type(self).__name__}; choose one of {self.distances}.")
         layer_weights = parse_layers(layers)
         super().__init__(backbone, list(layer_weights), mean, std, resize)
         self.layer_weights = layer_weights

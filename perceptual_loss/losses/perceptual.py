@@ -46,7 +46,9 @@ class PerceptualLoss(FeatureLoss):
         backbone: ``"vgg16"`` (default) | ``"vgg19"`` | any torchvision classification model
             (``"resnet50"``, ``"convnext_small"``, ``"vit_b_16"``, ...) | an ``nn.Module`` of
             your own (copied; never changed nor saved).
-        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared; ``F.mse_loss`` of the features).
+        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared; ``F.mse_loss`` of the features)
+            | ``"normalized_l2"`` (channel-normalised features, squared difference summed over
+            channels, mean over positions: LPIPS without heads, MONAI's perceptual loss).
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"``.
         weights: ``"imagenet"`` (default, torchvision's weights through the torch hub cache) |
             a weights enum name such as ``"IMAGENET1K_V2"`` | path to a local file | ``None``
@@ -73,7 +75,9 @@ class PerceptualLoss(FeatureLoss):
         (torch.Size([]), torch.Size([2, 3, 32, 32]))
 
     ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``; MaskBit's logit
-    loss is ``PerceptualLoss(["logits"], backbone="convnext_small", distance="l2", resize=224)``.
+    loss is ``PerceptualLoss(["logits"], backbone="convnext_small", distance="l2", resize=224)``;
+    MONAI's 2-D torchvision loss is
+    ``PerceptualLoss(["layer4.2.relu_2"], backbone="resnet50", distance="normalized_l2")``.
     """
 
     def __init__(

@@ -8,7 +8,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..backbones import Backbone, Features, Resize
-from ..distances import Distance, gram_matrices, style_distance
+from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
 from ._base import FeatureLoss, LayerComparison, Layers, Reduction
@@ -24,6 +24,7 @@ class StyleComparison(LayerComparison):
     """
 
     same_size = False
+    distances = GRAM_DISTANCES
 
     def __init__(
         self,
