@@ -414,3 +414,36 @@ def test_monai_recipe_equals_its_formula(torchvision_weights) -> None:
     assert logits(x, y).shape == (2,)
     with pytest.raises(ValueError, match=r"Unknown distance 'normalized_l2' for StyleComparison; choose one of \('l1', 'l2'\)"):
         StyleLoss(["layer1"], backbone="resnet18", distance="normalized_l2", weights=None)
+
+
+class WritesThroughAliases(nn.Module):
+    """In-place ops on a view of, and on an identity's output of, the tapped conv output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.identity = nn.Identity()
+        self.drop = nn.Dropout(0.5, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        flat = y.flatten(2)
+        flat.relu_()  # writes into y through the view
+        z = self.drop(self.identity(y))
+        z.mul_(2.0)  # writes into y again, through two eval-mode identities
+        return F.relu(z, inplace=True)
+
+
+def test_in_place_writes_through_views_and_identities_never_reach_a_tap() -> None:
+    torch.manual_seed(0)
+    module = WritesThroughAliases()
+    extractor = FeatureExtractor(module, ["conv", "logits"], mean=(0.0,) * 3, std=(1.0,) * 3)
+    x = torch.rand(2, 3, 8, 8) - 0.5
+    out = extractor(x)
+    with torch.no_grad():
+        expected_conv = module.conv(x)
+        expected_logits = module.eval()(x)
+    torch.testing.assert_close(out["conv"], expected_conv, rtol=1e-6, atol=1e-6)
+    assert (out["conv"] < 0).any()
+    torch.testing.assert_close(out["logits"], expected_logits, rtol=1e-6, atol=1e-6)
+    assert available_taps(module)[:2] == ["conv", "flatten"]

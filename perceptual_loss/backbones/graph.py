@@ -9,9 +9,10 @@ The graph is traced once in eval mode, and everything after the deepest tap is r
 parameters only it used (a ``layer2`` tap of ResNet-50 keeps 6% of its parameters). Then three
 rewrites keep the guarantees of the classic trunks:
 
-- an in-place op that would overwrite a tapped tensor (ResNet's ``relu`` after ``add``, a SiLU
+- an in-place op that would overwrite a tapped tensor (ResNet's ``relu`` after ``add``, a ReLU
   after a tapped BatchNorm) becomes out-of-place at that call only, so a pre-activation tap stays
-  pre-activation; the same module elsewhere keeps working in place;
+  pre-activation; the same module elsewhere keeps working in place (a tap written through a view
+  is cloned instead);
 - every BatchNorm becomes a :class:`~.layers.FrozenBatchNorm`: eval-mode arithmetic, statistics
   that no ``.train()`` can update and DDP does not re-broadcast;
 - every max-pool becomes a :class:`~.layers.MaxPool2dRecomputingIndices` (no int64 argmax kept).
@@ -178,7 +179,13 @@ def truncated_module(root: nn.Module, graph: fx.Graph, taps: Mapping[str, fx.Nod
         whole.graph.erase_node(node)
     with whole.graph.inserting_after(list(whole.graph.nodes)[-1]):
         whole.graph.output(dict(taps))
-    whole.graph.eliminate_dead_code()
+    # An in-place op whose result nobody reads still matters when it runs before a tap (it may
+    # write into a tensor the tap depends on); fx's dead-code pass would drop it.
+    order = {node: index for index, node in enumerate(whole.graph.nodes)}
+    deepest = max(order[node] for node in taps.values())
+    whole.graph.eliminate_dead_code(
+        is_impure_node=lambda n: n.is_impure() or (order[n] < deepest and _is_inplace(whole, n))
+    )
     # A second graph module copies only what the remaining nodes use: the rest of the model's
     # modules and parameters are dropped.
     module = fx.GraphModule(whole, whole.graph, class_name=f"{type(root).__name__}Trunk")
@@ -190,21 +197,50 @@ def truncated_module(root: nn.Module, graph: fx.Graph, taps: Mapping[str, fx.Nod
 
 
 def _make_taps_safe_from_inplace(module: fx.GraphModule, tapped: set[fx.Node]) -> None:
-    """Make every in-place op that would write into a tapped tensor (or a view of it) out-of-place."""
-    seen: set[fx.Node] = set()
-    frontier = list(tapped)
-    while frontier:
-        node = frontier.pop()
-        if node in seen:
+    """Keep every tapped tensor as it was computed, whatever in-place op follows it.
+
+    The common case (ResNet's ``relu`` after ``add``, a ReLU after a tapped BatchNorm) is an
+    in-place op applied to the tapped tensor itself, with no view of it anywhere: that op runs
+    out of place, and whatever read the tensor after it reads its result instead (no memory
+    cost). When a view or an eval-mode identity of the tapped tensor exists and something writes
+    in place through one, the model relies on that aliasing: the tap is cloned instead.
+    """
+    graph = module.graph
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    output = next(n for n in graph.nodes if n.op == "output")
+    for node in sorted(tapped, key=order.__getitem__):
+        aliases, writers = _aliases_and_writers(module, node)
+        if not writers:
             continue
-        seen.add(node)
-        for user in list(node.users):
-            if not user.args or user.args[0] is not node:
+        direct = [w for w in writers if w.args[0] is node]
+        if len(aliases) == 1 and direct:
+            first = min(direct, key=order.__getitem__)
+            _make_out_of_place(module, first)
+            for user in list(node.users):
+                if user is not output and user is not first and order[user] > order[first]:
+                    user.replace_input_with(node, first)
+        else:
+            with graph.inserting_after(node):
+                kept = graph.call_method("clone", (node,))
+            output.replace_input_with(node, kept)
+
+
+def _aliases_and_writers(module: fx.GraphModule, node: fx.Node) -> tuple[list[fx.Node], list[fx.Node]]:
+    """The nodes that may share ``node``'s memory (itself included), and the in-place ops on them."""
+    aliases, writers, frontier = [], [], [node]
+    while frontier:
+        current = frontier.pop()
+        if current in aliases:
+            continue
+        aliases.append(current)
+        for user in current.users:
+            if not user.args or user.args[0] is not current:
                 continue
-            if _is_inplace(module, user):
-                _make_out_of_place(module, user)
-            elif _may_alias(module, user):
+            if _may_alias(module, user):  # a view, or an identity in eval mode
                 frontier.append(user)
+            if _is_inplace(module, user):
+                writers.append(user)
+    return aliases, writers
 
 
 def _is_inplace(module: fx.GraphModule, node: fx.Node) -> bool:
@@ -231,7 +267,7 @@ def _make_out_of_place(module: fx.GraphModule, node: fx.Node) -> None:
         node.kwargs = {**node.kwargs, "inplace": False}
     elif node.op == "call_module":
         original = module.get_submodule(str(node.target))
-        replacement = copy.copy(original)  # shares parameters (activations have none); only this call changes
+        replacement = copy.deepcopy(original)  # an activation: no parameters to speak of; only this call changes
         replacement.inplace = False  # type: ignore[assignment]
         target = f"{str(node.target).replace('.', '_')}_out_of_place"
         module.add_submodule(target, replacement)
