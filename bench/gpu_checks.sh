@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks as one short script (about 5 minutes on an H100): the CUDA tests, then the
+# The GPU checks as one short script (about 8 minutes on an H100): the CUDA tests, then the
 # benchmarks whose figures README's "On a GPU" section gives, each report written to OUT_DIR.
 #
 #   bash bench/gpu_checks.sh [OUT_DIR]            # default OUT_DIR: gpu_reports
@@ -26,6 +26,7 @@ step 120 "CUDA tests" python -m pytest -q -p no:cacheprovider -o addopts=-ra tes
 step 120 "losses" python bench/bench_losses.py "${common[@]}" --out "$out/losses.md"
 step 240 "compiled LPIPS" python bench/bench_losses.py "${common[@]}" \
     --cases lpips-alex,lpips-alex-compiled,lpips-squeeze,lpips-squeeze-compiled --out "$out/losses_compiled.md"
+step 180 "backbones" python bench/bench_backbones.py "${common[@]}" --out "$out/backbones.md"
 step 90 "criterion" python bench/bench_criterion.py "${common[@]}" --out "$out/criterion.md"
 step 120 "evaluator" python bench/bench_evaluate.py --device "$device" --pairs "${PAIRS:-96}" --out "$out/evaluate.md"
 step 60 "profile" sh -c "python bench/profile_losses.py $(printf '%q ' "${common[@]}") \

@@ -23,9 +23,8 @@ from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .losses import Comparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import View
-from .losses._base import check_module_compatible
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .validation import Grayscale, check_image, check_pair, check_range, check_size
+from .validation import Grayscale, check_image, check_module_compatible, check_pair, check_range, check_size
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)

@@ -145,3 +145,16 @@ def _range_hint(v_min: float, v_max: float, low: float, high: float) -> str:
     if v_min < low and v_min >= -1.0 - RANGE_TOLERANCE and (low, high) == (0.0, 1.0):
         return "This looks like [-1, 1] data: use input_range=(-1, 1), or map it with (x + 1) / 2."
     return f"Rescale the images to ({low:g}, {high:g}) or set input_range to their range."
+
+
+def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> None:
+    """Inputs must be on the loss's device and, outside autocast, of its dtype."""
+    if pred.device != reference.device:
+        raise ValueError(f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r}).")
+    if not torch.is_autocast_enabled(pred.device.type):
+        for name, x in (("pred", pred), ("target", target)):
+            if x.dtype != reference.dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but the loss's weights are {reference.dtype}; call "
+                    f"loss.to({x.dtype}), cast the input, or run under torch.autocast."
+                )

@@ -87,8 +87,9 @@ def test_lpips_input_gradients_equal_reference_on_device(net: str) -> None:
         lambda: PerceptualLoss(["conv5_4"], backbone="vgg19"),
         lambda: StyleLoss(["relu1_2", "relu3_3"]),
         lambda: LPIPSLoss(net="squeeze", spatial=True),
+        lambda: PerceptualLoss(["bn1", "layer2", "logits"], backbone="resnet18"),  # traced, BatchNorm
     ],
-    ids=["perceptual", "perceptual-vgg19", "style", "lpips-spatial"],
+    ids=["perceptual", "perceptual-vgg19", "style", "lpips-spatial", "perceptual-resnet18"],
 )
 def test_device_values_and_gradients_equal_the_cpu_ones(make) -> None:
     """cuDNN and oneDNN, the split and the single Gram product: the two devices agree.

@@ -136,10 +136,15 @@ def _logits_node(graph: fx.Graph) -> Optional[fx.Node]:
 
 
 def resolve_taps(
-    taps: Sequence[str], graph: fx.Graph, qualnames: Mapping[fx.Node, str], name: str, aliases: Mapping[str, str] = {}
+    taps: Sequence[str],
+    graph: fx.Graph,
+    qualnames: Mapping[fx.Node, str],
+    name: str,
+    aliases: Optional[Mapping[str, str]] = None,
 ) -> dict[str, fx.Node]:
     """``{tap: node}``: an alias, an exact node name, a prefix of node names (the last node under
     it), or ``logits``."""
+    aliases = aliases or {}
     by_name = {q: n for n, q in qualnames.items() if n.op != "placeholder"}
     resolved: dict[str, fx.Node] = {}
     for requested in taps:

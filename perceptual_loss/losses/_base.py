@@ -19,7 +19,7 @@ from ..backbones import Backbone, FeatureExtractor, Features, Resize, default_no
 from ..backbones.extractor import check_resize
 from ..backbones.registry import backbone_name
 from ..distances import DISTANCES, Distance
-from ..validation import Grayscale, check_pair, check_range
+from ..validation import Grayscale, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
 
 Reduction = Literal["mean", "sum", "none"]
@@ -234,16 +234,3 @@ class FeatureLoss(nn.Module):
         prepared = self.target_features(target)
         values = self.comparison(self.extractor(pred), prepared, (pred.shape[-2], pred.shape[-1]))
         return reduce(values, self.reduction)
-
-
-def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> None:
-    """Inputs must be on the loss's device and, outside autocast, of its dtype."""
-    if pred.device != reference.device:
-        raise ValueError(f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r}).")
-    if not torch.is_autocast_enabled(pred.device.type):
-        for name, x in (("pred", pred), ("target", target)):
-            if x.dtype != reference.dtype:
-                raise TypeError(
-                    f"{name} has dtype {x.dtype} but the loss's weights are {reference.dtype}; call "
-                    f"loss.to({x.dtype}), cast the input, or run under torch.autocast."
-                )
