@@ -1,6 +1,6 @@
 """perceptual-loss: frozen, checkpoint-free perceptual losses for PyTorch training loops.
 
->>> from perceptual_loss import PerceptualLoss, StyleLoss, LPIPSLoss
+>>> from perceptual_loss import PerceptualLoss, StyleLoss, LPIPSLoss, DISTSLoss
 """
 
 import logging
@@ -9,6 +9,7 @@ from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, discriminator_loss,
 from .backbones import TAPS, FeatureExtractor, available_taps, list_backbones
 from .criterion import CombinedLoss, LossOutput
 from .distances import (
+    dists_distance,
     feature_distance,
     gram_matrices,
     gram_matrix,
@@ -20,6 +21,8 @@ from .evaluate import EvaluationError, EvaluationResult, evaluate_folders
 from .frozen import FrozenModule
 from .losses import (
     Comparison,
+    DISTSComparison,
+    DISTSLoss,
     FeatureLoss,
     LPIPSComparison,
     LPIPSLoss,
@@ -51,6 +54,9 @@ __all__ = [
     "l2_distance",
     "total_variation",
     "Comparison",
+    "DISTSComparison",
+    "DISTSLoss",
+    "dists_distance",
     "FeatureLoss",
     "LPIPSComparison",
     "PerceptualComparison",

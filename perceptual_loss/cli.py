@@ -1,6 +1,6 @@
 """The ``perceptual-loss`` command line (also ``python -m perceptual_loss``).
 
-    perceptual-loss eval DIR0 DIR1 [--metrics lpips,psnr,ssim] [--net alex|vgg|squeeze]
+    perceptual-loss eval DIR0 DIR1 [--metrics lpips,psnr,ssim,dists] [--net alex|vgg|squeeze]
         [--version 0.1|0.0] [--batch-size N] [--device cpu|cuda] [--output results.csv|.json]
         [--y-channel] [--crop N] [--resize bicubic] [--strict] [--weights imagenet|PATH]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .evaluate import METRICS, EvaluationError, evaluate_folders, pair_folders
+from .evaluate import DEFAULT_METRICS, METRICS, EvaluationError, evaluate_folders, pair_folders
 from .weights import InvalidWeightsError, MissingWeightsError
 
 
@@ -29,12 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     ev = commands.add_parser(
         "eval",
-        help="LPIPS, PSNR and SSIM between two folders of images",
+        help="LPIPS, PSNR, SSIM and DISTS between two folders of images",
         description="Pair images of DIR0 and DIR1 by relative path and score each pair.",
     )
     ev.add_argument("dir0", type=Path, help="images to score, e.g. model outputs")
     ev.add_argument("dir1", type=Path, help="references, e.g. ground truth")
-    ev.add_argument("--metrics", default=",".join(METRICS), help=f"comma list from {','.join(METRICS)} (default: all)")
+    ev.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        help=f"comma list from {','.join(METRICS)} (default: {','.join(DEFAULT_METRICS)}; dists needs the [dists] extra)",
+    )
     ev.add_argument("--net", default="alex", choices=["alex", "vgg", "squeeze"], help="LPIPS trunk (default: alex)")
     ev.add_argument("--version", dest="lpips_version", default="0.1", choices=["0.1", "0.0"], help="LPIPS version")
     ev.add_argument("--batch-size", type=int, default=8, help="pairs of equal size scored together (default: 8)")

@@ -1,4 +1,4 @@
-"""``CombinedLoss``: pixel + perceptual + style + LPIPS + TV + adversarial, one backbone pass each.
+"""``CombinedLoss``: pixel + perceptual + style + LPIPS + DISTS + TV + adversarial, one backbone pass each.
 
 Terms that look at the same backbone with the same input normalisation (e.g. perceptual, style
 and LPIPS-vgg v0.1 on VGG16) share ONE frozen extractor, truncated at the deepest tap any of them
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
-from .losses import Comparison, LPIPSComparison, PerceptualComparison, StyleComparison
+from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import View
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .validation import Grayscale, check_image, check_module_compatible, check_pair, check_range, check_size
@@ -33,6 +33,7 @@ _COMPARISONS: dict[str, type[Comparison]] = {
     "perceptual": PerceptualComparison,
     "style": StyleComparison,
     "lpips": LPIPSComparison,
+    "dists": DISTSComparison,
 }
 
 
@@ -64,6 +65,8 @@ class CombinedLoss(nn.Module):
             (several: named, as for ``perceptual``).
         lpips: ``{"weight": w, "net": "vgg", "version": "0.1"}`` as in
             :class:`~perceptual_loss.LPIPSLoss` (no ``spatial``).
+        dists: ``{"weight": w}`` (and ``dists_weights``, ``resize`` as in
+            :class:`~perceptual_loss.DISTSLoss`): DISTS on its own L2-pooled VGG16 pass.
         tv: weight of total variation of the prediction.
         adversarial: ``{"weight": w, "kind": "vanilla"|"lsgan"|"hinge"|"wgan"|"relativistic",
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
@@ -109,6 +112,7 @@ class CombinedLoss(nn.Module):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
         charbonnier_eps: float = 1e-3,
+        dists: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
@@ -117,7 +121,7 @@ class CombinedLoss(nn.Module):
         self.term_weights: dict[str, float] = {}
         self.comparisons = nn.ModuleDict()
         term_backbone_weights: dict[str, WeightsArg] = {}
-        for kind, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips)):
+        for kind, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips), ("dists", dists)):
             for name, weight, options in _term_configs(kind, config):
                 term_backbone_weights[name] = options.pop("weights", weights)
                 self.term_weights[name], self.comparisons[name] = weight, _build_comparison(kind, options)

@@ -12,7 +12,8 @@ Shapes: a feature dict is ``{tap: (N, C, H, W)}``; results are ``(N,)`` (one val
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Optional
+from contextlib import nullcontext
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -311,3 +312,88 @@ def lpips_distance(
         total = value if total is None else total + value
     assert total is not None, "heads is empty"
     return total
+
+
+DISTS_C1 = 1e-6
+DISTS_C2 = 1e-6
+"""DISTS' stabilising constants of the structure (means) and texture (covariance) terms."""
+
+
+def _outside_autocast(device_type: str) -> Any:
+    """A context with autocast off on ``device_type`` (a no-op where autocast does not exist)."""
+    return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else nullcontext()
+
+
+class _Moments(torch.autograd.Function):
+    """Per-channel ``mean x, mean y, var x, var y, cov(x, y)`` over ``H, W``, in float32 or wider.
+
+    The reference computes ``cov`` as ``mean(x y) - mean x mean y``; centring first is the same
+    value, with less cancellation.
+
+    Saves only ``x``, ``y`` (kept anyway: the network's activations and the target's features)
+    and the means; autograd's version keeps ``x - mean x`` and ``y - mean y`` too, a feature map
+    per tap. Backward is one expression per side:
+    ``d/dx = (g_mx + 2 g_vx (x - mx) + g_cov (y - my)) / (H W)``, and symmetrically for ``y``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+        fx, fy = _float(x), _float(y)
+        with _outside_autocast(fx.device.type):
+            mean_x, mean_y = fx.mean(dim=(2, 3)), fy.mean(dim=(2, 3))
+            # Centred, all three the same way: for y == x the covariance equals the variances
+            # bit for bit, so DISTS(x, x) is exactly 0.
+            centred_x, centred_y = fx - mean_x[..., None, None], fy - mean_y[..., None, None]
+            var_x = torch.mul(centred_x, centred_x).mean(dim=(2, 3))
+            var_y = torch.mul(centred_y, centred_y).mean(dim=(2, 3))
+            cov = torch.mul(centred_x, centred_y).mean(dim=(2, 3))
+        ctx.save_for_backward(x, y, mean_x, mean_y)
+        return mean_x, mean_y, var_x, var_y, cov
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx, g_mean_x: Tensor, g_mean_y: Tensor, g_var_x: Tensor, g_var_y: Tensor, g_cov: Tensor
+    ) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        x, y, mean_x, mean_y = ctx.saved_tensors
+        area = x.shape[2] * x.shape[3]
+
+        def side(f: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, other: Tensor, other_mean: Tensor) -> Tensor:
+            grad = (_float(f) - mean[..., None, None]).mul_((2 * g_var / area)[..., None, None])
+            grad.add_((g_mean / area)[..., None, None])
+            grad.addcmul_(_float(other) - other_mean[..., None, None], (g_cov / area)[..., None, None])
+            return grad.to(f.dtype)
+
+        grad_x = side(x, mean_x, g_mean_x, g_var_x, y, mean_y) if ctx.needs_input_grad[0] else None
+        grad_y = side(y, mean_y, g_mean_y, g_var_y, x, mean_x) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_y
+
+
+def dists_distance(
+    pred: Mapping[str, Tensor], target: Mapping[str, Tensor], alpha: Mapping[str, Tensor], beta: Mapping[str, Tensor]
+) -> Tensor:
+    """DISTS (Ding, Ma, Wang, Simoncelli, 2020) from two feature dicts.
+
+    ``1 - sum_l sum_c (alpha_lc S1_lc + beta_lc S2_lc)`` with, per channel over ``H, W``,
+    ``S1 = (2 mx my + c1) / (mx^2 + my^2 + c1)`` (structure of the means) and
+    ``S2 = (2 cov + c2) / (vx + vy + c2)`` (texture), ``c1 = c2 = 1e-6``, as ``DISTS_pytorch``
+    computes them. Statistics in float32 (float64 stays float64), with autocast off.
+
+    Args:
+        pred, target: ``{tap: (N, C_l, H_l, W_l)}`` with equal shapes per tap (DISTS' stages:
+            the image itself, then VGG16 ``relu1_2 .. relu5_3`` with L2-pooling).
+        alpha, beta: ``{tap: (C_l,)}`` weights, already divided by the sum of all of them.
+
+    Returns:
+        ``(N,)``, one distance per sample (0 for identical images).
+    """
+    total: Optional[Tensor] = None
+    for name, a in alpha.items():
+        mean_x, mean_y, var_x, var_y, cov = _Moments.apply(pred[name], target[name])
+        structure = (2 * mean_x * mean_y + DISTS_C1) / (mean_x.square() + mean_y.square() + DISTS_C1)
+        texture = (2 * cov + DISTS_C2) / (var_x + var_y + DISTS_C2)
+        value = (structure * a.to(structure.dtype)).sum(dim=1) + (texture * beta[name].to(texture.dtype)).sum(dim=1)
+        total = value if total is None else total + value
+    if total is None:
+        raise ValueError("alpha is empty: DISTS needs at least one tap.")
+    return 1 - total

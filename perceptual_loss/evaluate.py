@@ -1,10 +1,10 @@
-"""Score a folder of images against a folder of references: LPIPS, PSNR, SSIM.
+"""Score a folder of images against a folder of references: LPIPS, PSNR, SSIM, DISTS.
 
 Files are paired by relative path (recursively). Nothing is dropped silently: files on one side
 only, unreadable files and size mismatches are reported per file, and the counts say how many
 pairs were actually compared. Pairs of equal size are batched; images are decoded on several
 threads (one task per image, the next batches ahead of the one being scored) and become floats
-one batch at a time; the LPIPS model is built once.
+one batch at a time; the LPIPS and DISTS models are built once.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import LPIPSLoss
+from .losses import DISTSLoss, LPIPSLoss
 from .metrics import crop_border, psnr, rgb_to_y, ssim
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-METRICS = ("lpips", "psnr", "ssim")
+METRICS = ("lpips", "psnr", "ssim", "dists")
+"""Every metric the evaluator knows. DISTS needs ``pip install 'perceptual-loss[dists]'``."""
+DEFAULT_METRICS = ("lpips", "psnr", "ssim")
 Resize = Optional[Literal["bicubic"]]
 MAX_DECODE_WORKERS = 8
 """Default cap on decoding threads (PNG and JPEG decoders release the GIL, so threads scale)."""
@@ -219,7 +221,7 @@ def _image_size(path: Path) -> Optional[tuple[int, int]]:
 def evaluate_folders(
     first: Union[str, Path],
     second: Union[str, Path],
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = DEFAULT_METRICS,
     net: Literal["alex", "vgg", "squeeze"] = "alex",
     version: Literal["0.1", "0.0"] = "0.1",
     batch_size: int = 8,
@@ -235,8 +237,11 @@ def evaluate_folders(
 
     Args:
         first, second: folders, e.g. model outputs and ground truth.
-        metrics: any of ``"lpips"``, ``"psnr"``, ``"ssim"``.
-        net, version, weights: the LPIPS model (see :class:`~perceptual_loss.LPIPSLoss`).
+        metrics: any of ``"lpips"``, ``"psnr"``, ``"ssim"``, ``"dists"`` (default: the first
+            three). DISTS equals ``DISTS_pytorch.DISTS`` on the images as they are (no resize).
+        net, version, weights: the LPIPS model (see :class:`~perceptual_loss.LPIPSLoss`);
+            ``weights`` is a path only for LPIPS: DISTS always reads VGG16's ImageNet file, or
+            random weights with ``weights=None``.
         batch_size: pairs of equal size scored together.
         device: where the metrics run.
         y_channel: PSNR/SSIM on the BT.601 luma (SR convention) instead of RGB. LPIPS always
@@ -266,11 +271,12 @@ def evaluate_folders(
     first, second = Path(first), Path(second)
     device = torch.device(device)
     # check_inputs=False: the images were decoded to [0, 1] here, so the range scan is redundant.
-    lpips = (
-        LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False).to(device)
-        if "lpips" in metrics
-        else None
-    )
+    networks: dict[str, torch.nn.Module] = {}
+    if "lpips" in metrics:
+        networks["lpips"] = LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False)
+    if "dists" in metrics:
+        networks["dists"] = DISTSLoss(reduction="none", weights=None if weights is None else "imagenet", check_inputs=False)
+    networks = {name: network.to(device) for name, network in networks.items()}
 
     failures: list[tuple[str, str]] = []
     groups: dict[tuple[int, int], list[str]] = defaultdict(list)
@@ -290,7 +296,7 @@ def evaluate_folders(
             loaded = [item for item in decoded if not isinstance(item[1], str)]
             failures.extend(item for item in decoded if isinstance(item[1], str))
             for size_group in _same_size(loaded):
-                rows.extend(_score(size_group, metrics, lpips, device, y_channel, crop, failures))
+                rows.extend(_score(size_group, metrics, networks, device, y_channel, crop, failures))
             if progress is not None:
                 progress(len(batches[index]))
     rows.sort(key=lambda row: str(row["name"]))
@@ -334,7 +340,7 @@ def _same_size(loaded: list[Loaded]) -> Iterator[list[Loaded]]:
 def _score(
     items: list[Loaded],
     metrics: Sequence[str],
-    lpips: Optional[LPIPSLoss],
+    networks: dict[str, torch.nn.Module],
     device: torch.device,
     y_channel: bool,
     crop: int,
@@ -345,15 +351,15 @@ def _score(
     b = to_unit_batch([y for _, _, y in items], device)
     try:
         values: dict[str, Tensor] = {}
-        if lpips is not None and "lpips" in metrics:
-            values["lpips"] = lpips(a, b)
+        for metric, network in networks.items():
+            values[metric] = network(a, b)
         ya, yb = (rgb_to_y(a), rgb_to_y(b)) if y_channel else (a, b)
         ya, yb = crop_border(ya, crop), crop_border(yb, crop)
         if "psnr" in metrics:
             values["psnr"] = psnr(ya, yb)
         if "ssim" in metrics:
             values["ssim"] = ssim(ya, yb)
-    except ValueError as error:  # e.g. smaller than LPIPS' or SSIM's minimum size
+    except ValueError as error:  # e.g. smaller than LPIPS', DISTS' or SSIM's minimum size
         failures.extend((name, str(error)) for name in names)
         return []
     table = {metric: values[metric].tolist() for metric in metrics}

@@ -290,3 +290,43 @@ def load_lpips_heads(net: str, version: str, channels: tuple[int, ...], path: We
     if wrong:
         raise InvalidWeightsError(f"The LPIPS head file {source} has wrong shapes for net={net!r}: {_few(wrong)}.")
     return [state[k].float() for k in expected]
+
+
+DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
+"""Channels of DISTS' six stages: the image, then VGG16 relu1_2 .. relu5_3."""
+
+
+def dists_weights_path() -> Path:
+    """The alpha/beta file that the ``DISTS_pytorch`` package (``pip install dists-pytorch``) ships."""
+    spec = importlib.util.find_spec("DISTS_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeightsError(
+            "DISTS' trained alpha/beta weights come from the 'dists-pytorch' package, which is not installed: "
+            "pip install 'perceptual-loss[dists]' (or pip install dists-pytorch), or pass "
+            "dists_weights=<path to its weights.pt, a dict of 'alpha' and 'beta' tensors of shape (1, 1475, 1, 1)>."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "weights.pt"
+
+
+def load_dists_weights(path: WeightsArg = None) -> tuple[Tensor, Tensor]:
+    """DISTS' ``alpha`` and ``beta``, each ``(1, 1475, 1, 1)``, read strictly.
+
+    Args:
+        path: a file like the one ``DISTS_pytorch`` ships (``{"alpha": ..., "beta": ...}``);
+            ``None`` for that file, found with importlib (not ``sys.prefix``, which breaks
+            under conda and some virtual environments).
+
+    Raises:
+        MissingWeightsError, InvalidWeightsError: as for backbones; the message names the file
+        and the expected keys and shapes.
+    """
+    source = dists_weights_path() if path is None else Path(path).expanduser()
+    state = _load_file(source, what="DISTS alpha/beta")
+    shape = (1, sum(DISTS_CHANNELS), 1, 1)
+    expected = f"keys 'alpha' and 'beta', each of shape {shape}"
+    if set(state) != {"alpha", "beta"}:
+        raise InvalidWeightsError(f"The DISTS weights file {source} has keys {sorted(state)}; expected {expected}.")
+    wrong = {k: tuple(v.shape) for k, v in state.items() if tuple(v.shape) != shape}
+    if wrong:
+        raise InvalidWeightsError(f"The DISTS weights file {source} has shapes {wrong}; expected {expected}.")
+    return state["alpha"].float(), state["beta"].float()

@@ -69,6 +69,20 @@ def test_values_equal_direct_computation_and_lpips_package(folders) -> None:
         assert float(row["ssim"]) == pytest.approx(ssim(a, b).item(), abs=1e-9)
 
 
+def test_dists_equals_the_reference_per_file(folders) -> None:
+    DISTS_pytorch = pytest.importorskip("DISTS_pytorch")
+    out, gt = folders
+    result = evaluate_folders(out, gt, metrics=["dists", "psnr"], batch_size=3)
+    assert result.metrics == ("dists", "psnr") and len(result.rows) == 5
+    reference = DISTS_pytorch.DISTS().eval()
+    for row in result.rows:
+        a, b = load_image(out / str(row["name"]))[None], load_image(gt / str(row["name"]))[None]
+        with torch.no_grad():
+            expected = reference(a, b).item()
+        assert float(row["dists"]) == pytest.approx(expected, abs=1e-5)
+    assert main(["eval", str(out), str(gt), "--metrics", "dists", "--quiet"]) == 0
+
+
 def test_batch_size_does_not_change_results(folders) -> None:
     one = evaluate_folders(*folders, batch_size=1, metrics=["lpips", "ssim"])
     many = evaluate_folders(*folders, batch_size=8, metrics=["lpips", "ssim"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from perceptual_loss import LPIPSLoss, PerceptualLoss, StyleLoss, gram_matrix
+from perceptual_loss import DISTSLoss, LPIPSLoss, PerceptualLoss, StyleLoss, gram_matrix
 from perceptual_loss.backbones import TAPS
 from perceptual_loss.weights import imagenet_weights_path
 
@@ -19,6 +19,7 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "perceptual": lambda **kw: PerceptualLoss(["relu1_2", "relu2_2", "conv3_3"], **kw),
     "style": lambda **kw: StyleLoss(["relu1_2", "relu2_2"], **kw),
     "lpips": lambda **kw: LPIPSLoss(net="squeeze", **kw),
+    "dists": lambda **kw: DISTSLoss(**kw),
     # a traced torchvision backbone with BatchNorm, a pre-activation tap and logits
     "perceptual-resnet18": lambda **kw: PerceptualLoss(["bn1", "layer2", "logits"], backbone="resnet18", **kw),
 }
@@ -177,8 +178,8 @@ def test_target_side_builds_no_graph(make, images) -> None:
     x, y = images
     loss = make()
     pred = x.clone().requires_grad_(True)
-    assert all(f.grad_fn is None for f in loss.target_features(y).values())
-    assert all(f.grad_fn is not None for f in loss.extractor(pred).values())
+    assert all(f.grad_fn is None and not f.requires_grad for f in loss.target_features(y).values())
+    assert all(f.requires_grad for f in loss.extractor(pred).values())  # DISTS' "input" tap is pred itself
 
 
 def test_target_that_requires_grad_gets_gradients(make, images) -> None:

@@ -8,22 +8,25 @@
 """
 
 from .classic import TAPS
-from .extractor import CHANNELS_LAST_DEVICES, FeatureExtractor, Features, Resize
-from .layers import FireSharingOutput, FrozenBatchNorm, MaxPool2dRecomputingIndices
+from .extractor import CHANNELS_LAST_DEVICES, INPUT, FeatureExtractor, Features, Resize, ShortSide
+from .layers import FireSharingOutput, FrozenBatchNorm, L2Pool2d, MaxPool2dRecomputingIndices
 from .registry import IMAGENET_MEAN, IMAGENET_STD, Backbone, available_taps, default_normalization, list_backbones
 
 __all__ = [
     "CHANNELS_LAST_DEVICES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "INPUT",
     "TAPS",
     "Backbone",
     "FeatureExtractor",
     "Features",
     "FireSharingOutput",
     "FrozenBatchNorm",
+    "L2Pool2d",
     "MaxPool2dRecomputingIndices",
     "Resize",
+    "ShortSide",
     "available_taps",
     "default_normalization",
     "list_backbones",

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchvision import models
 
 from ..weights import WeightsArg, load_backbone_state
-from .layers import saving_less_for_backward
+from .layers import L2Pool2d, hann_filter, saving_less_for_backward
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,22 @@ TAPS: dict[str, dict[str, int]] = {
 }
 """Tap name -> index in torchvision's ``model.features``, per classic backbone."""
 
+L2_POOLED: dict[str, tuple[str, tuple[int, ...]]] = {"vgg16_l2pool": ("vgg16", (4, 9, 16, 23))}
+"""Variants: name -> (torchvision model whose weights it uses, ``features`` indices whose max-pool
+becomes an :class:`~.layers.L2Pool2d`). ``vgg16_l2pool`` is DISTS' trunk (pools 1-4)."""
+TAPS.update({name: TAPS[base] for name, (base, _) in L2_POOLED.items()})
+
 _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": models.vgg16,
     "vgg19": models.vgg19,
     "alexnet": models.alexnet,
     "squeezenet1_1": models.squeezenet1_1,
 }
+
+
+def weights_name(backbone: str) -> str:
+    """The torchvision model whose weights ``backbone`` loads (``vgg16`` for ``vgg16_l2pool``)."""
+    return L2_POOLED[backbone][0] if backbone in L2_POOLED else backbone
 
 
 def aliases(backbone: str) -> dict[str, str]:
@@ -114,19 +124,25 @@ def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: Weig
         tap_at.setdefault(index, []).append(name)
     # Build on the meta device: no memory and no init for the layers we drop (the classifier
     # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
+    base = weights_name(backbone)
+    l2_pooled = [i for i in L2_POOLED.get(backbone, ("", ()))[1] if i <= last]
     with torch.device("meta"):
-        full = _CONSTRUCTORS[backbone](weights=None)
+        full = _CONSTRUCTORS[base](weights=None)
         layers = TappedSequential(saving_less_for_backward(full.features[: last + 1]), tap_at)  # type: ignore[index,arg-type]
+        for index in l2_pooled:
+            layers[index] = L2Pool2d()
     min_size = _min_input_size(layers, last)
-    state = load_backbone_state(backbone, weights, full.state_dict())
+    state = load_backbone_state(base, weights, full.state_dict())
     layers = layers.to_empty(device="cpu")
+    windows = {f"{index}.window": hann_filter() for index in l2_pooled}
     if state is None:
         _random_init(layers)
+        layers.load_state_dict({**layers.state_dict(), **windows}, strict=True)
         logger.info("%s initialised with random weights (weights=None): for tests only", backbone)
     else:
         prefix = "features."
         kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[1]) <= last}
-        layers.load_state_dict(kept, strict=True)
+        layers.load_state_dict({**kept, **windows}, strict=True)
     for index in tap_at:
         after = index + 1
         relu = layers[after] if after < len(layers) else None

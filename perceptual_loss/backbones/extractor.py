@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
@@ -14,7 +15,15 @@ from torch import Tensor, nn
 from ..frozen import FrozenModule
 from ..weights import InvalidWeightsError, WeightsArg, load_backbone_state
 from . import classic, graph
-from .registry import Backbone, backbone_name, build_model, check_backbone_name, classic_indices, default_normalization
+from .registry import (
+    Backbone,
+    available_taps,
+    backbone_name,
+    build_model,
+    check_backbone_name,
+    classic_indices,
+    default_normalization,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +31,23 @@ Features = dict[str, Tensor]
 """Named features of one image batch: ``{tap: (N, C_tap, H_tap, W_tap)}`` (``(N, C)`` for logits,
 ``(N, L, C)`` for a transformer's tokens)."""
 
-Resize = Union[int, tuple[int, int], None]
-"""``None`` (images go in as they are) | ``size`` (square) | ``(height, width)``."""
+INPUT = "input"
+"""The tap of the image itself, resized if ``resize`` and mapped to ``[0, 1]`` (DISTS' stage 0)."""
+
+
+@dataclass(frozen=True)
+class ShortSide:
+    """Resize so that the shorter side is ``size`` (aspect ratio kept), only if it is longer.
+
+    DISTS' reference script does this with ``size=256`` before scoring; ``resize=224`` (an int)
+    instead makes both sides 224, as MaskBit and TiTok do.
+    """
+
+    size: int
+
+
+Resize = Union[int, tuple[int, int], ShortSide, None]
+"""``None`` (images go in as they are) | ``size`` (square) | ``(height, width)`` | ``ShortSide(size)``."""
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 """Device types whose extractors run channels_last (measured faster there; see README)."""
@@ -58,7 +82,8 @@ class FeatureExtractor(FrozenModule):
             (ImageNet's for torchvision's; ``(0.5,)*3, (0.5,)*3`` feeds the network ``[-1, 1]``
             images, as LPIPS v0.0 did).
         resize: ``None`` (default: images go in as they are) | ``size`` | ``(height, width)``:
-            images are resized bilinearly with antialiasing first (MaskBit/TiTok use 224).
+            images are resized bilinearly with antialiasing first (MaskBit/TiTok use 224);
+            :class:`ShortSide` ``(256)`` shrinks the shorter side to 256 (DISTS' script).
             Backbones that take one size only (ViT: 224) need it unless the images have that size.
 
     Shape:
@@ -102,33 +127,42 @@ class FeatureExtractor(FrozenModule):
         self.taps: tuple[str, ...] = tuple(dict.fromkeys(str(t) for t in taps))
         self.input_range = (low, high)
 
-        indices = classic_indices(backbone, self.taps)
+        self._input_tap = INPUT in self.taps
+        layer_taps = tuple(t for t in self.taps if t != INPUT)
+        if not layer_taps:
+            raise ValueError(f"taps must name at least one layer besides {INPUT!r}; got {list(taps)}.")
+        indices = classic_indices(backbone, layer_taps)
         if indices is not None:
             self.layers, min_size = classic.build_classic_trunk(str(backbone), indices, weights)
             fixed_size: Optional[int] = None
             self.tap_dims = dict.fromkeys(self.taps, 4)
         else:
-            self.layers, info = _graph_trunk(backbone, self.taps, weights)
-            min_size, fixed_size, self.tap_dims = info.min_size, info.fixed_size, info.dims
+            self.layers, info = _graph_trunk(backbone, layer_taps, weights)
+            min_size, fixed_size = info.min_size, info.fixed_size
+            self.tap_dims = {**({INPUT: 4} if self._input_tap else {}), **info.dims}
         self.fixed_size, self.min_size = _input_size_policy(self.backbone, self.resize, min_size, fixed_size)
 
         if mean is None or std is None:
             default_mean, default_std = default_normalization(backbone, weights)
             mean, std = mean or default_mean, std or default_std
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std
-        mean_t, std_t = torch.tensor(self.mean, dtype=torch.float32), torch.tensor(self.std, dtype=torch.float32)
-        scale = 1.0 / ((high - low) * std_t)
-        shift = (-low / (high - low) - mean_t) / std_t
+        # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std, computed in
+        # float64 and rounded once to the parameters' dtype (again on every .to(dtype): see _apply).
+        mean_t, std_t = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
+        self._affine = (1.0 / ((high - low) * std_t)).view(1, 3, 1, 1), ((-low / (high - low) - mean_t) / std_t).view(1, 3, 1, 1)
         device = next(iter(self.layers.parameters()), torch.empty(0)).device
-        self.scale = nn.Parameter(scale.view(1, 3, 1, 1).to(device))
-        self.shift = nn.Parameter(shift.view(1, 3, 1, 1).to(device))
+        self.scale = nn.Parameter(self._affine[0].to(device, torch.float32))
+        self.shift = nn.Parameter(self._affine[1].to(device, torch.float32))
         self.freeze()
         self._match_memory_format()
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FeatureExtractor:
-        """``.to()``, ``.cuda()``, ``.half()``, ...: then re-pick the weights' memory format."""
+        """``.to()``, ``.cuda()``, ``.half()``, ...: then re-pick the weights' memory format, and
+        round the normalisation anew from float64 (``.double()`` gets float64-exact constants)."""
         super()._apply(fn, recurse)
+        for parameter, exact in ((self.scale, self._affine[0]), (self.shift, self._affine[1])):
+            if parameter.is_floating_point() and not parameter.is_meta:
+                parameter.data = exact.to(parameter.device, parameter.dtype)
         self._match_memory_format()
         return self
 
@@ -150,8 +184,15 @@ class FeatureExtractor(FrozenModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """What the first layer sees: resized (if ``resize``), normalised, in the device's layout."""
-        if self.resize is not None and tuple(images.shape[-2:]) != self.resize:
-            images = F.interpolate(images, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        return self._normalized(self._resized(images))
+
+    def _resized(self, images: Tensor) -> Tensor:
+        size = resized_size(self.resize, images.shape[-2], images.shape[-1])
+        if size is None:
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def _normalized(self, images: Tensor) -> Tensor:
         x = images * self.scale + self.shift
         if x.device.type in CHANNELS_LAST_DEVICES:
             # see _match_memory_format: the features come out channels_last, and every
@@ -161,7 +202,13 @@ class FeatureExtractor(FrozenModule):
 
     def forward(self, images: Tensor) -> Features:
         """Run the truncated backbone; ``images``: ``(N, 3, H, W)`` in ``input_range``."""
-        return self.layers(self.normalize(images))
+        images = self._resized(images)
+        features = self.layers(self._normalized(images))
+        if not self._input_tap:
+            return features
+        low, high = self.input_range
+        unit = images if (low, high) == (0.0, 1.0) else (images - low) * (1.0 / (high - low))
+        return {INPUT: unit, **features}
 
     def extra_repr(self) -> str:
         resize = f", resize={self.resize}" if self.resize is not None else ""
@@ -179,6 +226,9 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a torchvision model name or an nn.Module; got {type(backbone).__name__}.")
     name = check_backbone_name(backbone)
+    if name in classic.L2_POOLED:
+        valid = available_taps(name)
+        raise ValueError(graph.unknown_tap_message(next(t for t in taps if t not in valid), valid, name, list(classic.TAPS[name])))
     model = build_model(name, meta=weights is not None)
     traced, qualnames = graph.trace(model, name)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))
@@ -244,9 +294,28 @@ def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
-def check_resize(resize: Resize) -> Optional[tuple[int, int]]:
+def resized_size(resize: Union[tuple[int, int], ShortSide, None], height: int, width: int) -> Optional[tuple[int, int]]:
+    """The size images of ``height x width`` are resized to, or ``None`` to leave them as they are."""
     if resize is None:
         return None
+    if isinstance(resize, ShortSide):
+        short = min(height, width)
+        if short <= resize.size:
+            return None
+        # torchvision's Resize(size) rounding: the short side exactly, the long one truncated
+        if height <= width:
+            return resize.size, int(resize.size * width / height)
+        return int(resize.size * height / width), resize.size
+    return None if (height, width) == resize else resize
+
+
+def check_resize(resize: Resize) -> Union[tuple[int, int], ShortSide, None]:
+    if resize is None:
+        return None
+    if isinstance(resize, ShortSide):
+        if not (isinstance(resize.size, int) and resize.size > 0):
+            raise ValueError(f"ShortSide needs a positive int size such as 256; got {resize.size!r}.")
+        return resize
     pair = (resize, resize) if isinstance(resize, int) else resize
     try:
         height, width = pair  # type: ignore[misc]
@@ -259,10 +328,12 @@ def check_resize(resize: Resize) -> Optional[tuple[int, int]]:
 
 
 def _input_size_policy(
-    name: str, resize: Optional[tuple[int, int]], min_size: int, fixed_size: Optional[int]
+    name: str, resize: Union[tuple[int, int], ShortSide, None], min_size: int, fixed_size: Optional[int]
 ) -> tuple[Optional[int], int]:
     """``(fixed_size, min_size)`` of the images passed in, given the trunk's and ``resize``."""
-    if resize is None:
+    if resize is None or isinstance(resize, ShortSide):  # a short side only shrinks large images
+        if fixed_size is not None and resize is not None:
+            raise ValueError(f"{name} takes {fixed_size}x{fixed_size} images only; set resize={fixed_size}.")
         return fixed_size, fixed_size or min_size
     if fixed_size is not None and resize != (fixed_size, fixed_size):
         raise ValueError(f"{name} takes {fixed_size}x{fixed_size} images only; set resize={fixed_size}, not {resize}.")

@@ -170,7 +170,7 @@ def unknown_tap_message(tap: str, valid: Sequence[str], name: str, classic: Sequ
     listed = f" Its classic names (valid names: {', '.join(classic)}) and" if classic else ""
     return (
         f"Unknown layer name {tap!r} for {name}.{hint}{listed} perceptual_loss.available_taps({name!r}) lists all "
-        f"{len(valid)} of them (torchvision's node names, plus 'logits')."
+        f"{len(valid)} of them (torchvision's node names{', plus logits' if LOGITS in valid else ''})."
     )
 
 

@@ -9,6 +9,7 @@ or no state that a parent's ``.train()`` or DistributedDataParallel could touch.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -138,3 +139,62 @@ class FrozenBatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.running_mean.shape[0]}, eps={self.eps}"
+
+
+L2_POOL_EPS = 1e-12
+"""Added under the L2-pool's square root, as ``DISTS_pytorch`` does (computed in float32)."""
+
+
+def hann_filter() -> Tensor:
+    """DISTS' 3x3 pooling window: ``hanning(5)[1:-1]`` outer itself, normalised to sum 1."""
+    taps = torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64)
+    window = taps[:, None] * taps[None, :]
+    return (window / window.sum()).float().view(1, 1, 3, 3)
+
+
+class _L2Pool(torch.autograd.Function):
+    """``sqrt(conv(x^2, g) + eps)`` (depthwise, stride 2, padding 1), saving only ``x`` and the output.
+
+    Both are kept anyway (the ReLU before keeps ``x``, the convolution after keeps the output),
+    so the pool costs no memory for backward; autograd's version would also keep ``x^2``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, window: Tensor) -> Tensor:  # type: ignore[override]
+        weight = window.to(x.dtype).expand(x.shape[1], 1, 3, 3)
+        pooled = F.conv2d(x.square(), weight, stride=2, padding=1, groups=x.shape[1])
+        out = pooled.add_(L2_POOL_EPS).sqrt_()
+        ctx.save_for_backward(x, out, weight)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        x, out, weight = ctx.saved_tensors
+        # d out / d pooled = 1 / (2 out);  d pooled / d x^2 = the convolution's transpose;  d x^2 / d x = 2 x
+        grad_pooled = grad / out
+        grad_squares = torch.nn.grad.conv2d_input(x.shape, weight, grad_pooled, stride=2, padding=1, groups=x.shape[1])
+        return grad_squares.mul_(x), None
+
+
+class L2Pool2d(nn.Module):
+    """DISTS' L2-pool (Ding et al., 2020): ``sqrt(hann3x3 * x^2 + eps)``, stride 2, padding 1.
+
+    It replaces VGG16's max-pools in DISTS (and ``pooling="l2"`` elsewhere): an anti-aliased,
+    smooth downsampling. Computed in at least float32 with autocast off, so ``eps`` (1e-12) does
+    not underflow in fp16 and the square root's gradient stays finite; the result returns in the
+    input's dtype. The window is a frozen parameter (DDP syncs it once, never per step).
+
+    Shape: ``(N, C, H, W)`` -> ``(N, C, ceil(H / 2), ceil(W / 2))``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.window = nn.Parameter(hann_filter(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        device = x.device.type
+        outside = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+        with outside:
+            wide = x.to(torch.promote_types(x.dtype, torch.float32))
+            return _L2Pool.apply(wide, self.window).to(x.dtype)

@@ -36,7 +36,7 @@ def list_backbones() -> list[str]:
         >>> "resnet50" in list_backbones() and "vit_b_16" in list_backbones()
         True
     """
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted([*torchvision.models.list_models(module=torchvision.models), *classic.L2_POOLED])
 
 
 def check_backbone_name(name: str) -> str:
@@ -89,6 +89,8 @@ def available_taps(backbone: Backbone) -> list[str]:
         traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
         return graph.node_names(traced, qualnames)
     name = check_backbone_name(backbone)
+    if name in classic.L2_POOLED:  # its features only: no traced path
+        return [*classic.TAPS[name], *classic.aliases(name).values()]
     return [*classic.TAPS.get(name, {}), *_torchvision_taps(name)]
 
 
@@ -101,7 +103,7 @@ def default_normalization(
     statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
     """
     if isinstance(backbone, str) and isinstance(weights, str):
-        enum = weights_enum(backbone, weights)
+        enum = weights_enum(classic.weights_name(backbone), weights)
         if enum is not None:
             transform = enum.transforms()
             mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)

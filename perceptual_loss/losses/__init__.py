@@ -1,12 +1,15 @@
 """The perceptual losses: one module per loss, each a frozen extractor plus a comparison."""
 
 from ._base import Comparison, FeatureLoss
+from .dists import DISTSComparison, DISTSLoss
 from .lpips import LPIPSComparison, LPIPSLoss
 from .perceptual import PerceptualComparison, PerceptualLoss
 from .style import StyleComparison, StyleLoss
 
 __all__ = [
     "Comparison",
+    "DISTSComparison",
+    "DISTSLoss",
     "FeatureLoss",
     "LPIPSComparison",
     "LPIPSLoss",
