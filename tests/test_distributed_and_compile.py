@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from perceptual_loss import LPIPSLoss, PerceptualLoss, StyleLoss
+from perceptual_loss import DISTSLoss, LPIPSLoss, PerceptualLoss, StyleLoss
 
 
 CRITERIA = {
@@ -77,8 +77,8 @@ def test_ddp_two_processes_agree_and_never_rebroadcast_the_backbone(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: PerceptualLoss(["relu1_2", "relu2_2"]), lambda: StyleLoss(["relu1_2"]), lambda: LPIPSLoss(net="squeeze")],
-    ids=["perceptual", "style", "lpips"],
+    [lambda: PerceptualLoss(["relu1_2", "relu2_2"]), lambda: StyleLoss(["relu1_2"]), lambda: LPIPSLoss(net="squeeze"), lambda: DISTSLoss()],
+    ids=["perceptual", "style", "lpips", "dists"],
 )
 def test_compiles_without_graph_breaks(make, images) -> None:
     """fullgraph=True fails on any graph break, e.g. from a value-dependent input check."""
