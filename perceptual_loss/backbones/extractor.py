@@ -144,7 +144,7 @@ class FeatureExtractor(FrozenModule):
 
         if mean is None or std is None:
             default_mean, default_std = default_normalization(backbone, weights)
-            mean, std = mean or default_mean, std or default_std
+            mean, std = default_mean if mean is None else mean, default_std if std is None else std
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std, computed in
         # float64 and rounded once to the parameters' dtype (again on every .to(dtype): see _apply).

@@ -82,7 +82,7 @@ class View:
         if self.mean is not None and self.std is not None:
             return self
         mean, std = default_normalization(self.backbone, weights)
-        return View(self.backbone, self.mean or mean, self.std or std, self.resize)
+        return View(self.backbone, mean if self.mean is None else self.mean, std if self.std is None else self.std, self.resize)
 
     def extractor(self, taps: Sequence[str], weights: WeightsArg, input_range: tuple[float, float]) -> FeatureExtractor:
         """The frozen extractor of this view for ``taps``."""
