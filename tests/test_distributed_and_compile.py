@@ -77,9 +77,11 @@ def test_ddp_two_processes_agree_and_never_rebroadcast_the_backbone(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: PerceptualLoss(["relu1_2", "relu2_2"]), lambda: StyleLoss(["relu1_2"]), lambda: LPIPSLoss(net="squeeze"), lambda: DISTSLoss()],
-    ids=["perceptual", "style", "lpips", "dists"],
-)
+    [lambda: PerceptualLoss(["relu1_2", "relu2_2"]), lambda: StyleLoss(["relu1_2"]), lambda: LPIPSLoss(net="squeeze"),
+     lambda: DISTSLoss(), lambda: PerceptualLoss(["bn1", "layer2"], backbone="resnet18"),
+     lambda: PerceptualLoss(["logits"], backbone="resnet18", resize=48, distance="l2")],
+    ids=["perceptual", "style", "lpips", "dists", "resnet18-traced", "resnet18-logits-resize"],
+)  # fmt: skip
 def test_compiles_without_graph_breaks(make, images) -> None:
     """fullgraph=True fails on any graph break, e.g. from a value-dependent input check."""
     x, y = images

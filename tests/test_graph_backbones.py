@@ -8,7 +8,6 @@ never perceptual quality.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -374,23 +373,6 @@ def test_an_untraceable_module_names_where_and_how_to_proceed() -> None:
 def test_backbone_of_another_type_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="backbone must be a torchvision model name or an nn.Module"):
         FeatureExtractor(42, ["layer1"])  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "make",
-    [lambda: PerceptualLoss(["layer1", "layer2"], backbone="resnet18", weights=None),
-     lambda: PerceptualLoss(["logits"], backbone="resnet18", weights=None, resize=48, distance="l2")],
-    ids=["resnet18", "resnet18-logits-resize"],
-)  # fmt: skip
-def test_compiles_without_graph_breaks(make: Callable[[], nn.Module]) -> None:
-    loss = make()
-    x, y = torch.rand(2, 3, 40, 40), torch.rand(2, 3, 40, 40)
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    pred = x.clone().requires_grad_(True)
-    value = compiled(pred, y)
-    value.backward()
-    torch.testing.assert_close(value, loss(x, y), rtol=1e-5, atol=1e-7)
-    assert pred.grad is not None and torch.isfinite(pred.grad).all()
 
 
 def test_monai_recipe_equals_its_formula(torchvision_weights) -> None:
