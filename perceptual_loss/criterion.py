@@ -24,7 +24,8 @@ from .backbones import FeatureExtractor
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import View
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .validation import Grayscale, check_image, check_module_compatible, check_pair, check_range, check_size
+from .distances import masks_at
+from .validation import Grayscale, check_image, check_mask, check_module_compatible, check_pair, check_range, check_size
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class CombinedLoss(nn.Module):
         if not (self.pixel_weights or self.comparisons or self.tv_weight or self.adversarial):
             raise ValueError("CombinedLoss has no term: give at least one non-zero weight, e.g. l1=1.0.")
         self._cached: dict[str, Any] = {}
-        self._warned = [False]
+        self._warned, self._warned_mask = [False], [False]
         self._warned_adversarial = False
 
     # ------------------------------------------------------------------ targets
@@ -214,14 +215,17 @@ class CombinedLoss(nn.Module):
             self._cached[term] = cached
         return cached
 
-    def _prepare_targets(self, extractor: FeatureExtractor, terms: list[str], target: Tensor) -> dict[str, Any]:
+    def _prepare_targets(
+        self, extractor: FeatureExtractor, terms: list[str], target: Tensor, mask: Optional[Tensor] = None
+    ) -> dict[str, Any]:
         """One target pass (no autograd unless ``target`` requires grad), prepared for each term.
 
         The raw features go out of scope on return, so taps that no term keeps are freed.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             features = extractor(target)
-            return {term: self._comparison(term).prepare_target(features) for term in terms}
+            masks = None if mask is None else masks_at(mask, features)
+            return {term: self._comparison(term).prepare_target(features, masks) for term in terms}
 
     # ------------------------------------------------------------------ forward
 
@@ -238,6 +242,7 @@ class CombinedLoss(nn.Module):
         real_logits: Optional[Tensor] = None,
         step: Optional[int] = None,
         last_layer: Optional[Tensor] = None,
+        mask: Optional[Tensor] = None,
     ) -> LossOutput:
         """Weighted total and detached parts.
 
@@ -249,8 +254,13 @@ class CombinedLoss(nn.Module):
             real_logits: its logits on real images (``"relativistic"`` only; detach them).
             step: the global step, for the adversarial warm-up (``start_step``).
             last_layer: weight of the generator's last layer, for ``adaptive`` weighting.
+            mask: ``(N or 1, 1, H, W)`` weights in ``[0, 1]`` (or bool): every term but the
+                adversarial one counts only the region (pixel terms, TV and each backbone
+                term, brought to each tap's resolution once per pass). A cached target
+                (``set_target``) is used whole.
         """
         pred, target = self._check(pred, target)
+        mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
         parts: dict[str, Tensor] = {}
         total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
 
@@ -263,9 +273,9 @@ class CombinedLoss(nn.Module):
             reference = self._cached_for(name, pred) if name in self._cached else target
             assert reference is not None
             if name == "charbonnier":
-                add(name, pixel_weight, charbonnier_distance(pred, reference, self.charbonnier_eps).mean())
+                add(name, pixel_weight, charbonnier_distance(pred, reference, self.charbonnier_eps, mask).mean())
             else:
-                add(name, pixel_weight, PIXEL_DISTANCES[name](pred, reference).mean())
+                add(name, pixel_weight, PIXEL_DISTANCES[name](pred, reference, mask).mean())
         size = (pred.shape[-2], pred.shape[-1])
         for key, members in self._views.items():
             extractor = self._extractor(key)
@@ -273,14 +283,16 @@ class CombinedLoss(nn.Module):
             uncached = [m for m in members if m not in prepared]
             if uncached:  # one target pass for every term of this view, without autograd
                 assert target is not None
-                prepared.update(self._prepare_targets(extractor, uncached, target))
+                same = mask is not None and target.shape[-2:] == pred.shape[-2:]
+                prepared.update(self._prepare_targets(extractor, uncached, target, mask if same else None))
             # The target first: its taps that no term kept are freed before pred's forward pass
             # saves its activations.
             pred_features = extractor(pred)
+            masks = None if mask is None else masks_at(mask, pred_features)
             for member in members:
-                add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size).mean())
+                add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size, masks).mean())
         if self.tv_weight:
-            add("tv", self.tv_weight, total_variation(pred).mean())
+            add("tv", self.tv_weight, total_variation(pred, mask).mean())
         if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
             adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
             adversarial_weight: Union[Tensor, float] = self.adversarial["weight"]

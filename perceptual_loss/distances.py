@@ -44,38 +44,79 @@ def _elementwise(diff: Tensor, distance: Distance) -> Tensor:
 
 
 def feature_distance(
-    pred: Mapping[str, Tensor], target: Mapping[str, Tensor], layer_weights: Mapping[str, float], distance: Distance = "l1"
+    pred: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    distance: Distance = "l1",
+    masks: Optional[Mapping[str, Tensor]] = None,
 ) -> Tensor:
     """Weighted feature-reconstruction distance (Johnson et al., 2016).
 
     ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|`` for ``l1``, squared for ``l2``;
     ``sum_l w_l * mean_{h,w} sum_c (n(phi_l(pred)) - n(phi_l(target)))_c^2`` for
-    ``normalized_l2``, ``n`` being :func:`normalize_channels` (features on dim 1).
+    ``normalized_l2``, ``n`` being :func:`normalize_channels` (features on dim 1). With
+    ``masks``, each mean over positions is the mask-weighted mean ``sum(m d) / sum(m)``.
 
     Args:
         pred, target: ``{tap: (N, C, H, W)}`` with equal shapes per tap (``(N, C)`` logits and
             ``(N, L, C)`` tokens too: the mean is over every dimension but the batch).
         layer_weights: ``{tap: weight}``.
         distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared) | ``"normalized_l2"``.
+        masks: ``{tap: (N or 1, 1, H, W)}`` weights at each tap's resolution (see
+            :func:`masks_at`), or ``None``.
 
     Returns:
-        ``(N,)``, one value per sample.
+        ``(N,)``, one value per sample (0 where a sample's mask is empty).
     """
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
-        p, t = _float(pred[name]), _float(target[name])
+        mask = None if masks is None else masks[name]
         if distance == "normalized_l2":
+            p, t = _float(pred[name]), _float(target[name])
             per_position = (normalize_channels(p) - normalize_channels(t)).square().sum(dim=1, keepdim=True)
-            value = weight * per_position.mean(dim=tuple(range(1, per_position.dim())))
+            value = weight * (masked_mean(per_position, mask) if mask is not None else per_position.mean(dim=tuple(range(1, per_position.dim()))))
         else:
-            value = weight * _MeanDistance.apply(pred[name], target[name], distance == "l2")
+            value = weight * _MeanDistance.apply(pred[name], target[name], distance == "l2", mask)
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
     return total
 
 
+MASK_EPS = 1e-12
+"""Floor of a mask's sum in a weighted mean: an empty mask gives 0, never NaN."""
+
+
+def masks_at(mask: Tensor, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A ``(N or 1, 1, H, W)`` mask brought to each tap's resolution by area averaging.
+
+    Each feature position gets the mean of the mask over the pixels it stands for
+    (``adaptive_avg_pool2d``, exact for any size). Taps of one size share one pooled mask.
+
+    Raises:
+        ValueError: a tap is not a spatial map (logits, tokens): a mask cannot apply to it.
+    """
+    pooled: dict[tuple[int, int], Tensor] = {}
+    out: dict[str, Tensor] = {}
+    for name, f in features.items():
+        if f.dim() != 4:
+            raise ValueError(f"mask= needs spatial feature maps, but tap {name!r} is {f.dim()}-D (logits or tokens).")
+        size = (f.shape[-2], f.shape[-1])
+        if size not in pooled:
+            pooled[size] = mask if tuple(mask.shape[-2:]) == size else F.adaptive_avg_pool2d(mask, size)
+        out[name] = pooled[size]
+    return out
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """``sum(mask * values) / (C * sum(mask))`` per sample: ``(N, C, H, W), (N or 1, 1, H, W)`` -> ``(N,)``."""
+    weights = _float(mask)
+    total = (values * weights).sum(dim=(1, 2, 3))
+    return total / (weights.sum(dim=(1, 2, 3)) * values.shape[1]).clamp_min(MASK_EPS)
+
+
 class _MeanDistance(torch.autograd.Function):
-    """``mean |p - t|`` or ``mean (p - t)^2`` over all but the batch dimension, in at least float32.
+    """``mean |p - t|`` or ``mean (p - t)^2`` over all but the batch dimension, in at least float32;
+    with a mask, the mask-weighted mean over positions (and the plain mean over channels).
 
     Autograd's own backward of ``(p - t).abs().mean(dims)`` returns the gradient in the default
     (NCHW) layout whatever the features' layout, and the backbone's channels_last backward then
@@ -85,36 +126,51 @@ class _MeanDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pred: Tensor, target: Tensor, squared: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, pred: Tensor, target: Tensor, squared: bool, mask: Optional[Tensor]) -> Tensor:  # type: ignore[override]
         diff = _float(pred) - _float(target)
         dims = tuple(range(1, diff.dim()))
-        ctx.per_sample, ctx.squared, ctx.dtypes = diff[0].numel(), squared, (pred.dtype, target.dtype)
-        if squared:
-            ctx.save_for_backward(diff)
-            return diff.square().mean(dim=dims)
-        ctx.save_for_backward((diff > 0).view(torch.int8) - (diff < 0).view(torch.int8))
-        return diff.abs_().mean(dim=dims)
+        ctx.squared, ctx.dtypes = squared, (pred.dtype, target.dtype)
+        saved = diff if squared else (diff > 0).view(torch.int8) - (diff < 0).view(torch.int8)
+        values = diff.square() if squared else diff.abs_()
+        if mask is None:
+            ctx.denominator, weights = float(diff[0].numel()), None
+            ctx.save_for_backward(saved)
+            return values.mean(dim=dims)
+        weights = _float(mask)
+        denominator = (weights.sum(dim=dims) * diff.shape[1]).clamp_min(MASK_EPS)
+        ctx.denominator = None
+        ctx.save_for_backward(saved, weights, denominator)
+        return (values * weights).sum(dim=dims) / denominator
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:  # type: ignore[override]
-        (saved,) = ctx.saved_tensors
-        scale = (grad_value * (2.0 if ctx.squared else 1.0) / ctx.per_sample).view(-1, *[1] * (saved.dim() - 1))
-        grad = torch.mul(saved, scale)
+    def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
+        saved, *weighted = ctx.saved_tensors
+        denominator = ctx.denominator if not weighted else weighted[1]
+        scale = (grad_value * (2.0 if ctx.squared else 1.0) / denominator).view(-1, *[1] * (saved.dim() - 1))
+        grad = torch.mul(saved, scale if not weighted else scale * weighted[0])
         grad_pred = grad.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
         grad_target = grad.neg().to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
-        return grad_pred, grad_target, None
+        return grad_pred, grad_target, None, None
 
 
-def gram_matrix(features: Tensor) -> Tensor:
+def gram_matrix(features: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Normalised Gram matrix ``F F^T / (C * H * W)`` of ``(N, C, H, W)`` features -> ``(N, C, C)``.
+
+    With a ``(N or 1, 1, H, W)`` ``mask`` of weights ``m``, the weighted Gram matrix
+    ``F diag(m) F^T / (C * sum(m))``: for a binary mask, the Gram matrix of the masked region.
 
     Always computed in float32 (or float64), with autocast off, so fp16 features cannot overflow.
     Its backward is one batched matrix product, ``(g + g^T) F / (C H W)`` (autograd's generic
     one takes two and a sum), and it keeps no copy of ``F`` beyond the features themselves. On
     CUDA the forward product is summed from chunks of pixels, which keeps the GPU busy.
     """
-    return _GramMatrix.apply(features)
+    if mask is None:
+        return _GramMatrix.apply(features)
+    weights = _float(mask)
+    area = features.shape[2] * features.shape[3]
+    scale = area / weights.sum(dim=(1, 2, 3)).clamp_min(MASK_EPS)
+    return _GramMatrix.apply(_float(features) * weights.sqrt()) * scale.view(-1, 1, 1)
 
 
 def _as_rows(f: Tensor) -> Tensor:
@@ -170,13 +226,17 @@ class _GramMatrix(torch.autograd.Function):
         return grad.to(features.dtype)
 
 
-def gram_matrices(features: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """:func:`gram_matrix` of each tap: ``{tap: (N, C, C)}``."""
-    return {name: gram_matrix(f) for name, f in features.items()}
+def gram_matrices(features: Mapping[str, Tensor], masks: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
+    """:func:`gram_matrix` of each tap (mask-weighted with ``masks``): ``{tap: (N, C, C)}``."""
+    return {name: gram_matrix(f, None if masks is None else masks[name]) for name, f in features.items()}
 
 
 def style_distance(
-    pred: Mapping[str, Tensor], target_grams: Mapping[str, Tensor], layer_weights: Mapping[str, float], distance: Distance = "l2"
+    pred: Mapping[str, Tensor],
+    target_grams: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    distance: Distance = "l2",
+    masks: Optional[Mapping[str, Tensor]] = None,
 ) -> Tensor:
     """Weighted Gram-matrix (style) distance (Gatys et al., 2016).
 
@@ -187,13 +247,14 @@ def style_distance(
         target_grams: ``{tap: (N or 1, C, C)}``, from :func:`gram_matrices` of the target (its
             spatial size may differ from the prediction's; batch 1 is broadcast).
         layer_weights: ``{tap: weight}``.
+        masks: ``{tap: (N or 1, 1, H, W)}``: the prediction's Gram matrices are mask-weighted.
 
     Returns:
         ``(N,)``, one value per sample.
     """
     total: Optional[Tensor] = None
     for name, weight in layer_weights.items():
-        diff = gram_matrix(pred[name]) - target_grams[name]
+        diff = gram_matrix(pred[name], None if masks is None else masks[name]) - target_grams[name]
         value = weight * _elementwise(diff, distance).mean(dim=(1, 2))
         total = value if total is None else total + value
     assert total is not None, "layer_weights is empty"
@@ -282,6 +343,7 @@ def lpips_distance(
     heads: Mapping[str, Tensor],
     spatial_size: Optional[tuple[int, int]] = None,
     eps: float = LPIPS_EPS,
+    masks: Optional[Mapping[str, Tensor]] = None,
 ) -> Tensor:
     """LPIPS (Zhang et al., 2018) from raw prediction features and normalised target features.
 
@@ -297,6 +359,8 @@ def lpips_distance(
         spatial_size: ``(H, W)`` of the input images for the spatial map; ``None`` for one value
             per sample.
         eps: added to the squared norm inside the square root (see :func:`normalize_channels`).
+        masks: ``{tap: (N or 1, 1, H, W)}``: each layer's mean over positions becomes the
+            mask-weighted mean (not with ``spatial_size``: weight the map itself).
 
     Returns:
         ``(N,)``, or ``(N, 1, H, W)`` (each layer's map upsampled bilinearly) with ``spatial_size``.
@@ -305,7 +369,9 @@ def lpips_distance(
     for name, head in heads.items():
         target = target_normalized[name]
         weighted = _LPIPSLayer.apply(pred[name], _float(target), head, eps)
-        if spatial_size is None:
+        if masks is not None:
+            value = masked_mean(weighted, masks[name])
+        elif spatial_size is None:
             value = weighted.mean(dim=(1, 2, 3))
         else:
             value = F.interpolate(weighted, size=spatial_size, mode="bilinear", align_corners=False)
@@ -325,52 +391,60 @@ def _outside_autocast(device_type: str) -> Any:
 
 
 class _Moments(torch.autograd.Function):
-    """Per-channel ``mean x, mean y, var x, var y, cov(x, y)`` over ``H, W``, in float32 or wider.
+    """Per-channel ``mean x, mean y, var x, var y, cov(x, y)`` over ``H, W``, in float32 or wider;
+    with a mask, the moments of the mask-weighted distribution ``p = m / sum(m)`` of positions.
 
     The reference computes ``cov`` as ``mean(x y) - mean x mean y``; centring first is the same
-    value, with less cancellation.
-
-    Saves only ``x``, ``y`` (kept anyway: the network's activations and the target's features)
-    and the means; autograd's version keeps ``x - mean x`` and ``y - mean y`` too, a feature map
-    per tap. Backward is one expression per side:
-    ``d/dx = (g_mx + 2 g_vx (x - mx) + g_cov (y - my)) / (H W)``, and symmetrically for ``y``.
+    value, with less cancellation, and for ``y == x`` the covariance equals the variances bit
+    for bit, so DISTS(x, x) is exactly 0. Saves only ``x``, ``y`` (kept anyway: the network's
+    activations and the target's features), the means and the weights; autograd's version keeps
+    ``x - mean x`` and ``y - mean y`` too. Backward is one expression per side:
+    ``d/dx = p (g_mx + 2 g_vx (x - mx) + g_cov (y - my))``, and symmetrically for ``y``.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def forward(ctx, x: Tensor, y: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         fx, fy = _float(x), _float(y)
         with _outside_autocast(fx.device.type):
-            mean_x, mean_y = fx.mean(dim=(2, 3)), fy.mean(dim=(2, 3))
-            # Centred, all three the same way: for y == x the covariance equals the variances
-            # bit for bit, so DISTS(x, x) is exactly 0.
+            if mask is None:
+                weights = torch.full((1, 1, 1, 1), 1.0 / (x.shape[2] * x.shape[3]), dtype=fx.dtype, device=fx.device)
+            else:
+                weights = _float(mask) / _float(mask).sum(dim=(1, 2, 3), keepdim=True).clamp_min(MASK_EPS)
+
+            def weighted_mean(t: Tensor) -> Tensor:
+                return (t * weights).sum(dim=(2, 3)) if mask is not None else t.mean(dim=(2, 3))
+
+            mean_x, mean_y = weighted_mean(fx), weighted_mean(fy)
             centred_x, centred_y = fx - mean_x[..., None, None], fy - mean_y[..., None, None]
-            var_x = torch.mul(centred_x, centred_x).mean(dim=(2, 3))
-            var_y = torch.mul(centred_y, centred_y).mean(dim=(2, 3))
-            cov = torch.mul(centred_x, centred_y).mean(dim=(2, 3))
-        ctx.save_for_backward(x, y, mean_x, mean_y)
+            var_x = weighted_mean(torch.mul(centred_x, centred_x))
+            var_y = weighted_mean(torch.mul(centred_y, centred_y))
+            cov = weighted_mean(torch.mul(centred_x, centred_y))
+        ctx.save_for_backward(x, y, mean_x, mean_y, weights)
         return mean_x, mean_y, var_x, var_y, cov
 
     @staticmethod
     @once_differentiable
     def backward(  # type: ignore[override]
         ctx, g_mean_x: Tensor, g_mean_y: Tensor, g_var_x: Tensor, g_var_y: Tensor, g_cov: Tensor
-    ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        x, y, mean_x, mean_y = ctx.saved_tensors
-        area = x.shape[2] * x.shape[3]
+    ) -> tuple[Optional[Tensor], Optional[Tensor], None]:
+        x, y, mean_x, mean_y, weights = ctx.saved_tensors
 
         def side(f: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, other: Tensor, other_mean: Tensor) -> Tensor:
-            grad = (_float(f) - mean[..., None, None]).mul_((2 * g_var / area)[..., None, None])
-            grad.add_((g_mean / area)[..., None, None])
-            grad.addcmul_(_float(other) - other_mean[..., None, None], (g_cov / area)[..., None, None])
-            return grad.to(f.dtype)
+            grad = (_float(f) - mean[..., None, None]).mul_((2 * g_var)[..., None, None]).add_(g_mean[..., None, None])
+            grad.addcmul_(_float(other) - other_mean[..., None, None], g_cov[..., None, None])
+            return grad.mul_(weights).to(f.dtype)
 
         grad_x = side(x, mean_x, g_mean_x, g_var_x, y, mean_y) if ctx.needs_input_grad[0] else None
         grad_y = side(y, mean_y, g_mean_y, g_var_y, x, mean_x) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_y
+        return grad_x, grad_y, None
 
 
 def dists_distance(
-    pred: Mapping[str, Tensor], target: Mapping[str, Tensor], alpha: Mapping[str, Tensor], beta: Mapping[str, Tensor]
+    pred: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    alpha: Mapping[str, Tensor],
+    beta: Mapping[str, Tensor],
+    masks: Optional[Mapping[str, Tensor]] = None,
 ) -> Tensor:
     """DISTS (Ding, Ma, Wang, Simoncelli, 2020) from two feature dicts.
 
@@ -383,13 +457,15 @@ def dists_distance(
         pred, target: ``{tap: (N, C_l, H_l, W_l)}`` with equal shapes per tap (DISTS' stages:
             the image itself, then VGG16 ``relu1_2 .. relu5_3`` with L2-pooling).
         alpha, beta: ``{tap: (C_l,)}`` weights, already divided by the sum of all of them.
+        masks: ``{tap: (N or 1, 1, H_l, W_l)}`` (see :func:`masks_at`): the statistics become
+            mask-weighted means, variances and covariances, or ``None``.
 
     Returns:
         ``(N,)``, one distance per sample (0 for identical images).
     """
     total: Optional[Tensor] = None
     for name, a in alpha.items():
-        mean_x, mean_y, var_x, var_y, cov = _Moments.apply(pred[name], target[name])
+        mean_x, mean_y, var_x, var_y, cov = _Moments.apply(pred[name], target[name], None if masks is None else masks[name])
         structure = (2 * mean_x * mean_y + DISTS_C1) / (mean_x.square() + mean_y.square() + DISTS_C1)
         texture = (2 * cov + DISTS_C2) / (var_x + var_y + DISTS_C2)
         value = (structure * a.to(structure.dtype)).sum(dim=1) + (texture * beta[name].to(texture.dtype)).sum(dim=1)

@@ -158,3 +158,43 @@ def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> 
                     f"{name} has dtype {x.dtype} but the loss's weights are {reference.dtype}; call "
                     f"loss.to({x.dtype}), cast the input, or run under torch.autocast."
                 )
+
+
+def check_mask(mask: Optional[Tensor], pred: Tensor, check_values: bool, warned: list[bool]) -> Optional[Tensor]:
+    """Check a mask against the (checked) prediction; returns it as a float tensor, or ``None``.
+
+    A mask is ``(N, 1, H, W)`` or ``(1, 1, H, W)`` at the images' size, on their device, bool or
+    float weights in ``[0, 1]``. Metadata is always checked; values (NaN, range, samples whose
+    mask is empty, which give 0 and one warning) only with ``check_values`` (one host sync), and
+    never under ``torch.compile``. The mask itself is never modified.
+
+    Raises:
+        TypeError: not a tensor, or an integer dtype other than bool.
+        ValueError: wrong shape or device, NaN, values outside ``[0, 1]``.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor of shape (N, 1, H, W) or None; got {type(mask).__name__}.")
+    n, _, height, width = pred.shape
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n) or tuple(mask.shape[-2:]) != (height, width):
+        raise ValueError(
+            f"mask must have shape ({n}, 1, {height}, {width}) or (1, 1, {height}, {width}) to match pred "
+            f"{tuple(pred.shape)}; got {tuple(mask.shape)}. Use mask[:, None] for (N, H, W) masks."
+        )
+    if mask.device != pred.device:
+        raise ValueError(f"mask is on {mask.device} but pred is on {pred.device}; move it with mask.to(pred.device).")
+    if mask.dtype == torch.bool:
+        mask = mask.to(pred.dtype if pred.is_floating_point() else torch.float32)
+    elif not mask.is_floating_point():
+        raise TypeError(f"mask has dtype {mask.dtype}; pass bool, or float weights in [0, 1].")
+    if check_values and not torch.compiler.is_compiling():
+        low, high, empty = torch.stack([mask.min(), mask.max(), (mask.flatten(1).sum(1) == 0).any().to(mask.dtype)]).tolist()
+        if math.isnan(low) or math.isnan(high):
+            raise ValueError("mask contains NaN; masks are weights in [0, 1].")
+        if low < 0 or high > 1:
+            raise ValueError(f"mask values span [{low:.3g}, {high:.3g}]; masks are weights in [0, 1] (or bool).")
+        if empty and not warned[0]:
+            warned[0] = True
+            logger.warning("A sample's mask is empty (all zeros): its masked loss is 0. (warned once)")
+    return mask

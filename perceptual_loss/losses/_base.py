@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from ..backbones import Backbone, FeatureExtractor, Features, Resize, default_normalization
 from ..backbones.extractor import check_resize
 from ..backbones.registry import backbone_name
-from ..distances import DISTANCES, Distance
-from ..validation import Grayscale, check_module_compatible, check_pair, check_range
+from ..distances import DISTANCES, Distance, masks_at
+from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
 
 Reduction = Literal["mean", "sum", "none"]
@@ -130,12 +130,20 @@ class Comparison(nn.Module):
     def check_features(self, dims: Mapping[str, int]) -> None:
         """Raise if a tap's features (of ``dims[tap]`` dimensions) cannot be compared this way."""
 
-    def prepare_target(self, features: Features) -> Features:
-        """What the comparison needs of the target's features (identity by default)."""
+    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
+        """What the comparison needs of the target's features (identity by default).
+
+        ``masks`` (``{tap: (N or 1, 1, H, W)}``) is given for a masked call whose target has the
+        prediction's size; comparisons that reduce the target (Gram matrices) weight it.
+        """
         return features
 
-    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        """``(N,)`` values (or a map) from pred features and a prepared target."""
+    def forward(
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+    ) -> Tensor:
+        """``(N,)`` values (or a map) from pred features and a prepared target; with ``masks``
+        (``{tap: (N or 1, 1, H, W)}``, see :func:`perceptual_loss.distances.masks_at`), each
+        mean over positions is mask-weighted."""
         raise NotImplementedError
 
 
@@ -197,7 +205,7 @@ class FeatureLoss(nn.Module):
         self.comparison = comparison
         self.extractor = comparison.view.extractor(comparison.taps, weights, input_range)
         comparison.check_features(self.extractor.tap_dims)
-        self._warned = [False]
+        self._warned, self._warned_mask = [False], [False]
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
 
     @property
@@ -221,16 +229,29 @@ class FeatureLoss(nn.Module):
             check_range(pred, target, self.extractor.input_range, self._warned)
         return pred, target
 
-    def target_features(self, target: Tensor) -> Features:
-        """Prepared target features; no autograd graph unless ``target`` requires grad."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
-            return self.comparison.prepare_target(self.extractor(target))
+    def target_features(self, target: Tensor, mask: Optional[Tensor] = None) -> Features:
+        """Prepared target features; no autograd graph unless ``target`` requires grad.
 
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges."""
+        ``mask`` (checked, at the target's size) weights what the comparison keeps of it.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+            features = self.extractor(target)
+            masks = None if mask is None else masks_at(mask, {t: features[t] for t in self.comparison.taps})
+            return self.comparison.prepare_target(features, masks)
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges.
+
+        ``mask``: ``(N or 1, 1, H, W)`` weights in ``[0, 1]`` (or bool) at the images' size: only
+        the region counts (see the README's "Masks"); ``None`` for the whole image.
+        """
         pred, target = self.check(pred, target)
+        mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
+        target_mask = mask if mask is not None and target.shape[-2:] == pred.shape[-2:] else None
         # The target first: whatever of its features the comparison does not keep (all of them
         # for Gram matrices) is freed before pred's forward pass saves its activations.
-        prepared = self.target_features(target)
-        values = self.comparison(self.extractor(pred), prepared, (pred.shape[-2], pred.shape[-1]))
+        prepared = self.target_features(target, target_mask)
+        features = self.extractor(pred)
+        masks = None if mask is None else masks_at(mask, {t: features[t] for t in self.comparison.taps})
+        values = self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
         return reduce(values, self.reduction)

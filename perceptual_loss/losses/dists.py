@@ -47,10 +47,12 @@ class DISTSComparison(Comparison):
         super().__init__(DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN, IMAGENET_STD, None if resize is None else ShortSide(resize))
         self.weights = DISTSWeights(*load_dists_weights(dists_weights))
 
-    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+    def forward(
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+    ) -> Tensor:
         alpha = dict(zip(self.taps, self.weights.alpha, strict=True))
         beta = dict(zip(self.taps, self.weights.beta, strict=True))
-        return dists_distance(pred_features, target, alpha, beta)
+        return dists_distance(pred_features, target, alpha, beta, masks)
 
 
 class DISTSLoss(FeatureLoss):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from torch import Tensor, nn
 
@@ -71,14 +71,18 @@ class LPIPSComparison(Comparison):
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
-    def prepare_target(self, features: Features) -> Features:
+    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
         """Channel-normalised target features."""
         return {name: normalize_channels(features[name]) for name in self.taps}
 
-    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
+    def forward(
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+    ) -> Tensor:
         """``(N,)`` LPIPS, or ``(N, 1, H, W)`` when spatial; see :func:`perceptual_loss.lpips_distance`."""
         heads = dict(zip(self.taps, self.heads.weights, strict=True))
-        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None)
+        if masks is not None and self.spatial:
+            raise ValueError("mask= with spatial=True: the map is per pixel already; multiply it by the mask instead.")
+        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None, masks=masks)
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}"

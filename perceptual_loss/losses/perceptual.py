@@ -28,8 +28,10 @@ class PerceptualComparison(LayerComparison):
     ) -> None:
         super().__init__(layers, backbone, distance, mean, std, resize)
 
-    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        return feature_distance(pred_features, target, self.layer_weights, self.distance)
+    def forward(
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+    ) -> Tensor:
+        return feature_distance(pred_features, target, self.layer_weights, self.distance, masks)
 
 
 class PerceptualLoss(FeatureLoss):

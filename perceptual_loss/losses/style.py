@@ -46,12 +46,14 @@ class StyleComparison(LayerComparison):
                 f"convolutional stages instead (see perceptual_loss.available_taps)."
             )
 
-    def prepare_target(self, features: Features) -> Features:
-        """The target's Gram matrices ``{tap: (N or 1, C, C)}``."""
-        return gram_matrices({name: features[name] for name in self.taps})
+    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
+        """The target's Gram matrices ``{tap: (N or 1, C, C)}`` (mask-weighted with ``masks``)."""
+        return gram_matrices({name: features[name] for name in self.taps}, masks)
 
-    def forward(self, pred_features: Features, target: Features, image_size: tuple[int, int]) -> Tensor:
-        return style_distance(pred_features, target, self.layer_weights, self.distance)
+    def forward(
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+    ) -> Tensor:
+        return style_distance(pred_features, target, self.layer_weights, self.distance, masks)
 
 
 class StyleLoss(FeatureLoss):
