@@ -369,8 +369,8 @@ def _term_configs(kind: str, config: Optional[Mapping[str, Any]]) -> list[tuple[
 
 
 def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
-    if kind == "lpips" and options.get("spatial"):
-        raise ValueError("lpips.spatial is not supported in CombinedLoss (it sums scalar terms); use LPIPSLoss(spatial=True).")
+    if options.get("spatial"):
+        raise ValueError(f"{kind}.spatial is not supported in CombinedLoss (it sums scalar terms); use the loss's own spatial=True.")
     try:
         return _COMPARISONS[kind](**options)
     except TypeError as error:

@@ -82,6 +82,49 @@ def feature_distance(
     return total
 
 
+def feature_distance_map(
+    pred: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    distance: Distance,
+    size: tuple[int, int],
+) -> Tensor:
+    """Where :func:`feature_distance` comes from: a ``(N, 1, H, W)`` map at the image size.
+
+    Each tap's per-position value (the mean over channels of ``|d|`` or ``d^2``, or the sum for
+    ``normalized_l2``) is spread over the pixels it stands for by :func:`area_upsample`, so
+    the map's mean over the image equals :func:`feature_distance` exactly, for any ``H, W``.
+    """
+    total: Optional[Tensor] = None
+    for name, weight in layer_weights.items():
+        p, t = _float(pred[name]), _float(target[name])
+        if p.dim() != 4:
+            raise ValueError(f"spatial=True needs spatial feature maps, but tap {name!r} is {p.dim()}-D (logits or tokens).")
+        if distance == "normalized_l2":
+            per_position = (normalize_channels(p) - normalize_channels(t)).square().sum(dim=1, keepdim=True)
+        else:
+            per_position = _elementwise(p - t, distance).mean(dim=1, keepdim=True)
+        value = weight * area_upsample(per_position, size)
+        total = value if total is None else total + value
+    assert total is not None, "layer_weights is empty"
+    return total
+
+
+def area_upsample(values: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(N, C, h, w) -> (N, C, H, W)``: each value spread over the pixels its cell stands for.
+
+    The transpose of area averaging (``adaptive_avg_pool2d``) scaled by ``H W / (h w)``: the
+    mean over the image is preserved exactly, for any sizes (nearest-neighbour when ``h`` divides
+    ``H``; overlapping cells share the pixels between them otherwise).
+    """
+    height, width = values.shape[-2:]
+    if (height, width) == tuple(size):
+        return values
+    like = values.new_empty(values.shape[0], values.shape[1], size[0], size[1])
+    spread = torch.ops.aten._adaptive_avg_pool2d_backward(values.contiguous(), like)
+    return spread * (size[0] * size[1] / (height * width))
+
+
 MASK_EPS = 1e-12
 """Floor of a mask's sum in a weighted mean: an empty mask gives 0, never NaN."""
 
@@ -344,6 +387,7 @@ def lpips_distance(
     spatial_size: Optional[tuple[int, int]] = None,
     eps: float = LPIPS_EPS,
     masks: Optional[Mapping[str, Tensor]] = None,
+    upsample: Literal["area", "bilinear"] = "area",
 ) -> Tensor:
     """LPIPS (Zhang et al., 2018) from raw prediction features and normalised target features.
 
@@ -361,9 +405,12 @@ def lpips_distance(
         eps: added to the squared norm inside the square root (see :func:`normalize_channels`).
         masks: ``{tap: (N or 1, 1, H, W)}``: each layer's mean over positions becomes the
             mask-weighted mean (not with ``spatial_size``: weight the map itself).
+        upsample: how each layer's map reaches ``spatial_size``: ``"area"`` (each value spread
+            over the pixels it stands for: the map's mean is the scalar LPIPS exactly, any size)
+            or ``"bilinear"`` (the ``lpips`` package's map, whose mean is not).
 
     Returns:
-        ``(N,)``, or ``(N, 1, H, W)`` (each layer's map upsampled bilinearly) with ``spatial_size``.
+        ``(N,)``, or ``(N, 1, H, W)`` with ``spatial_size`` (see ``upsample``).
     """
     total: Optional[Tensor] = None
     for name, head in heads.items():
@@ -374,7 +421,11 @@ def lpips_distance(
         elif spatial_size is None:
             value = weighted.mean(dim=(1, 2, 3))
         else:
-            value = F.interpolate(weighted, size=spatial_size, mode="bilinear", align_corners=False)
+            value = (
+                area_upsample(weighted, spatial_size)
+                if upsample == "area"
+                else F.interpolate(weighted, size=spatial_size, mode="bilinear", align_corners=False)
+            )
         total = value if total is None else total + value
     assert total is not None, "heads is empty"
     return total

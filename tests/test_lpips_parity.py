@@ -31,7 +31,7 @@ def reference_lpips(net: str, version: str) -> lpips.LPIPS:
     return _REFERENCES[key]
 
 
-@pytest.mark.parametrize("spatial", [False, True])
+@pytest.mark.parametrize("spatial", [False, "bilinear"])
 @pytest.mark.parametrize("version", ["0.1", "0.0"])
 @pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
 def test_equals_reference_lpips(net: str, version: str, spatial: bool) -> None:
@@ -40,7 +40,7 @@ def test_equals_reference_lpips(net: str, version: str, spatial: bool) -> None:
     y = (x + 0.2 * torch.randn(3, 3, 64, 48, generator=generator)).clamp(0, 1)
     ours = LPIPSLoss(net=net, version=version, spatial=spatial, reduction="none")(x, y)
     reference = reference_lpips(net, version)
-    reference.spatial = spatial
+    reference.spatial = bool(spatial)
     with torch.no_grad():
         expected = reference(2 * x - 1, 2 * y - 1)
     if spatial:
@@ -127,7 +127,7 @@ def test_lpips_distance_equals_the_plain_formula_in_either_layout(layout: torch.
     size = (10, 8) if spatial else None
 
     ours = {k: v.clone().contiguous(memory_format=layout).requires_grad_(True) for k, v in raw.items()}
-    value = lpips_distance(ours, {k: v.contiguous(memory_format=layout) for k, v in target.items()}, heads, size)
+    value = lpips_distance(ours, {k: v.contiguous(memory_format=layout) for k, v in target.items()}, heads, size, upsample="bilinear")
     plain = {k: v.clone().requires_grad_(True) for k, v in raw.items()}
     expected = 0
     for k in shapes:
@@ -144,3 +144,17 @@ def test_lpips_distance_equals_the_plain_formula_in_either_layout(layout: torch.
     for k in shapes:
         torch.testing.assert_close(ours[k].grad, plain[k].grad)
         assert torch.isfinite(ours[k].grad).all()
+
+
+@pytest.mark.parametrize(("height", "width"), [(800, 600), (257, 301), (64, 48)])
+def test_area_spatial_map_has_the_scalar_as_its_mean_at_any_size(height: int, width: int) -> None:
+    """lpips' bilinear map (and its #51 failure at 800x600) aside: the area map's mean is LPIPS."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 3, height, width, generator=generator)
+    y = (x + 0.1 * torch.randn(1, 3, height, width, generator=generator)).clamp(0, 1)
+    loss = LPIPSLoss(net="squeeze", spatial=True, reduction="none")
+    spatial = loss(x, y)
+    assert spatial.shape == (1, 1, height, width)
+    scalar = LPIPSLoss(net="squeeze", reduction="none")(x, y)
+    torch.testing.assert_close(spatial.mean(dim=(1, 2, 3)), scalar, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(LPIPSLoss(net="squeeze", spatial=True)(x, y), scalar.mean(), rtol=1e-5, atol=1e-7)

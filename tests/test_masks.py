@@ -183,3 +183,16 @@ def test_bad_masks_are_clear_errors_and_masks_are_never_modified() -> None:
     before = mask.clone()
     loss(x, y, mask=mask)
     assert torch.equal(mask, before)
+
+
+@pytest.mark.parametrize(("height", "width"), [(200, 150), (257, 301)])
+@pytest.mark.parametrize("distance", ["l1", "l2", "normalized_l2"])
+def test_perceptual_spatial_map_has_the_scalar_as_its_mean(height: int, width: int, distance: str) -> None:
+    layers = {"relu1_2": 1.0, "relu3_3": 0.5, "pool4": 2.0}
+    x, y = pair((2, 3, height, width))
+    spatial = PerceptualLoss(layers, distance=distance, spatial=True, reduction="none")(x, y)
+    assert spatial.shape == (2, 1, height, width)
+    scalar = PerceptualLoss(layers, distance=distance, reduction="none")(x, y)
+    torch.testing.assert_close(spatial.mean(dim=(1, 2, 3)), scalar, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="spatial=True needs spatial feature maps"):
+        PerceptualLoss(["logits"], backbone="resnet18", spatial=True)(x[..., :64, :64], y[..., :64, :64])

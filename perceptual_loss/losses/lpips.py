@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from torch import Tensor, nn
 
@@ -59,9 +59,11 @@ class LPIPSComparison(Comparison):
         self,
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         version: Literal["0.1", "0.0"] = "0.1",
-        spatial: bool = False,
+        spatial: Union[bool, Literal["bilinear"]] = False,
         head_weights: WeightsArg = None,
     ) -> None:
+        if spatial not in (False, True, "bilinear"):
+            raise ValueError(f"spatial must be False, True (area map, mean = LPIPS) or 'bilinear' (lpips' map); got {spatial!r}.")
         if net not in LPIPS_NETWORKS:
             raise ValueError(f"Unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}.")
         if version not in LPIPS_VERSIONS:
@@ -82,7 +84,8 @@ class LPIPSComparison(Comparison):
         heads = dict(zip(self.taps, self.heads.weights, strict=True))
         if masks is not None and self.spatial:
             raise ValueError("mask= with spatial=True: the map is per pixel already; multiply it by the mask instead.")
-        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None, masks=masks)
+        upsample = "bilinear" if self.spatial == "bilinear" else "area"
+        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None, masks=masks, upsample=upsample)
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}"
@@ -102,7 +105,10 @@ class LPIPSLoss(FeatureLoss):
         net: ``"alex"`` (the paper's default metric) | ``"vgg"`` (closer to a "perceptual loss"
             for training) | ``"squeeze"``.
         version: ``"0.1"`` (default) | ``"0.0"``.
-        spatial: return the per-pixel map instead of one value per image.
+        spatial: return a per-pixel ``(N, 1, H, W)`` map instead of one value per image:
+            ``True`` spreads each layer's value over the pixels it stands for, so the map's mean
+            is the scalar LPIPS exactly, for any ``H, W``; ``"bilinear"`` gives the ``lpips``
+            package's map (bilinear upsampling, whose mean is not the scalar LPIPS).
         reduction: ``"mean"`` | ``"sum"`` over all values, or ``"none"``.
         weights: trunk weights: ``"imagenet"`` (default) | path | ``None`` (random, tests only).
         head_weights: path to a linear-head file in ``lpips``' format; ``None`` for the shipped one.
@@ -125,7 +131,7 @@ class LPIPSLoss(FeatureLoss):
         self,
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         version: Literal["0.1", "0.0"] = "0.1",
-        spatial: bool = False,
+        spatial: Union[bool, Literal["bilinear"]] = False,
         reduction: Reduction = "mean",
         weights: WeightsArg = "imagenet",
         head_weights: WeightsArg = None,

@@ -8,7 +8,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..backbones import Backbone, Features, Resize
-from ..distances import Distance, feature_distance
+from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
 from ._base import FeatureLoss, LayerComparison, Layers, Reduction
@@ -25,12 +25,18 @@ class PerceptualComparison(LayerComparison):
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
         resize: Resize = None,
+        spatial: bool = False,
     ) -> None:
         super().__init__(layers, backbone, distance, mean, std, resize)
+        self.spatial = spatial
 
     def forward(
         self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
     ) -> Tensor:
+        if self.spatial:
+            if masks is not None:
+                raise ValueError("mask= with spatial=True: the map is per pixel already; multiply it by the mask instead.")
+            return feature_distance_map(pred_features, target, self.layer_weights, self.distance, image_size)
         return feature_distance(pred_features, target, self.layer_weights, self.distance, masks)
 
 
@@ -62,11 +68,14 @@ class PerceptualLoss(FeatureLoss):
         mean, std: the network's input normalisation on ``[0, 1]`` images; default the weights'.
         resize: ``None`` (default) | ``224`` | ``(H, W)``: resize both images (bilinear,
             antialiased) before the backbone, as MaskBit and TiTok do.
+        spatial: return a ``(N, 1, H, W)`` map of where the loss comes from (each tap's
+            per-position distance spread over the pixels it stands for); its mean over the
+            image is the scalar loss exactly, for any ``H, W``.
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``
           (any size with ``resize``).
-        - Output: ``()``, or ``(N,)`` with ``reduction="none"``.
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"`` (``(N, 1, H, W)`` if ``spatial``).
 
     Example:
         >>> loss = PerceptualLoss({"relu2_2": 1.0, "relu3_3": 0.5}, weights=None)
@@ -95,8 +104,9 @@ class PerceptualLoss(FeatureLoss):
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
         resize: Resize = None,
+        spatial: bool = False,
     ) -> None:
         super().__init__(
-            PerceptualComparison(layers, backbone, distance, mean, std, resize),
+            PerceptualComparison(layers, backbone, distance, mean, std, resize, spatial),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
         )  # fmt: skip
