@@ -480,10 +480,16 @@ class _Moments(torch.autograd.Function):
     ) -> tuple[Optional[Tensor], Optional[Tensor], None]:
         x, y, mean_x, mean_y, weights = ctx.saved_tensors
 
+        # p (g_mean + 2 g_var (f - mean) + g_cov (other - other_mean)) == a f + b other + c, with p
+        # folded in when it is one value per sample (no mask): two passes, no temporaries.
+        folded = weights.shape[2:] == (1, 1)
+        p = weights[:, :, 0, 0] if folded else 1.0
+
         def side(f: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, other: Tensor, other_mean: Tensor) -> Tensor:
-            grad = (_float(f) - mean[..., None, None]).mul_((2 * g_var)[..., None, None]).add_(g_mean[..., None, None])
-            grad.addcmul_(_float(other) - other_mean[..., None, None], g_cov[..., None, None])
-            return grad.mul_(weights).to(f.dtype)
+            a, b = (2 * g_var * p)[..., None, None], (g_cov * p)[..., None, None]
+            c = ((g_mean - 2 * g_var * mean - g_cov * other_mean) * p)[..., None, None]
+            grad = torch.addcmul(c, _float(f), a).addcmul_(_float(other), b)
+            return (grad if folded else grad.mul_(weights)).to(f.dtype)
 
         grad_x = side(x, mean_x, g_mean_x, g_var_x, y, mean_y) if ctx.needs_input_grad[0] else None
         grad_y = side(y, mean_y, g_mean_y, g_var_y, x, mean_x) if ctx.needs_input_grad[1] else None

@@ -173,7 +173,12 @@ class _L2Pool(torch.autograd.Function):
         x, out, weight = ctx.saved_tensors
         # d out / d pooled = 1 / (2 out);  d pooled / d x^2 = the convolution's transpose;  d x^2 / d x = 2 x
         grad_pooled = grad / out
-        grad_squares = torch.nn.grad.conv2d_input(x.shape, weight, grad_pooled, stride=2, padding=1, groups=x.shape[1])
+        # aten's convolution_backward given the saved input, not torch.nn.grad.conv2d_input: that
+        # passes an expanded dummy input, so oneDNN returns an NCHW gradient for a channels_last
+        # trunk and the ops after it mix layouts (the pool's backward was 3-6x slower on CPU).
+        grad_squares = torch.ops.aten.convolution_backward(
+            grad_pooled, x, weight, None, [2, 2], [1, 1], [1, 1], False, [0, 0], x.shape[1], (True, False, False)
+        )[0]
         return grad_squares.mul_(x), None
 
 
