@@ -79,13 +79,15 @@ from perceptual_loss.losses import FeatureLoss
 
 @dataclass(frozen=True)
 class Case:
-    """A loss to time against its floor; ``signed`` feeds it the images mapped to ``[-1, 1]``."""
+    """A loss to time against its floor; ``signed`` feeds it the images mapped to ``[-1, 1]``;
+    ``masked`` passes a mask of the central half of each side (a quarter of the image)."""
 
     key: str
     label: str
     floor: Floor
     build: Callable[[], nn.Module]
     signed: bool = False
+    masked: bool = False
 
 
 def _lpips_peer(net: str) -> nn.Module:
@@ -129,7 +131,14 @@ COMPILED: tuple[Case, ...] = tuple(
 )  # fmt: skip
 """Opt-in (``--cases``): LPIPS compiled with the default inductor backend, against the eager floor.
 On a GPU, small trunks are bound by the host's per-operator cost, which compilation removes."""
-CASE_BY_KEY = {case.key: case for case in CASES + COMPILED}
+MASKED: tuple[Case, ...] = tuple(
+    Case(f"{case.key}-masked", f"{case.label}, mask=", case.floor, case.build, masked=True)
+    for case in CASES
+    if case.key in ("perceptual-vgg16", "style-vgg16", "lpips-vgg")
+)
+"""Opt-in (``--cases``): the same losses with a mask, against their unmasked rows (issue target:
+a masked step costs at most 1.1x the unmasked one)."""
+CASE_BY_KEY = {case.key: case for case in CASES + COMPILED + MASKED}
 SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
@@ -148,8 +157,14 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> tuple[Step, O
         with torch.no_grad():
             kept = sum(t.numel() * t.element_size() for t in loss.target_features(target).values()) / 2**20
 
+    mask = None
+    if case.masked:
+        n, _, height, width = pred.shape
+        mask = torch.zeros(n, 1, height, width, device=device)
+        mask[..., height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
+
     def step() -> None:
-        loss(pred, target).mean().backward()
+        (loss(pred, target) if mask is None else loss(pred, target, mask=mask)).mean().backward()
         inputs.clear_grads()
         loss.zero_grad(set_to_none=True)
 
@@ -191,7 +206,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
     default = ",".join(case.key for case in CASES)
-    parser.add_argument("--cases", default=default, help="comma list of: " + ", ".join(CASE_BY_KEY) + " (default: all but *-compiled)")
+    parser.add_argument("--cases", default=default, help="comma list of: " + ", ".join(CASE_BY_KEY) + " (default: all but *-compiled and *-masked)")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
