@@ -22,9 +22,8 @@ from torch import Tensor, nn
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
-from .losses._base import View
+from .losses._base import MaskMode, View, check_mask_mode, tap_masks
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .distances import masks_at
 from .validation import Grayscale, check_image, check_mask, check_module_compatible, check_pair, check_range, check_size
 from .weights import WeightsArg
 
@@ -73,7 +72,8 @@ class CombinedLoss(nn.Module):
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
         weights: backbone weights for every term that does not set its own ``weights``:
             ``"imagenet"`` | a weights enum name | path | ``None`` (tests only).
-        input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
+        input_range, grayscale, check_inputs, mask_mode: as for :class:`~perceptual_loss.PerceptualLoss`
+            (``mask_mode`` applies to every backbone term).
 
     A term whose weight is 0 (or ``None``) is not built and costs nothing. Terms that look at the
     same backbone with the same weights and input policy share one pass of it per image.
@@ -114,6 +114,7 @@ class CombinedLoss(nn.Module):
         check_inputs: bool = True,
         charbonnier_eps: float = 1e-3,
         dists: Optional[Mapping[str, Any]] = None,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
@@ -153,7 +154,9 @@ class CombinedLoss(nn.Module):
             extractor = first.view.extractor(taps, term_backbone_weights[members[0]], (low, high))
             for member in members:
                 self._comparison(member).check_features(extractor.tap_dims)
+            check_mask_mode(mask_mode, extractor)
             self.extractors[key] = extractor
+        self.mask_mode = mask_mode
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
         fixed_sizes = {self._extractor(k).fixed_size for k in self._views} - {None}
@@ -224,7 +227,7 @@ class CombinedLoss(nn.Module):
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             features = extractor(target)
-            masks = None if mask is None else masks_at(mask, features)
+            masks = None if mask is None else tap_masks(extractor, mask, features, list(features), self.mask_mode)
             return {term: self._comparison(term).prepare_target(features, masks) for term in terms}
 
     # ------------------------------------------------------------------ forward
@@ -288,7 +291,7 @@ class CombinedLoss(nn.Module):
             # The target first: its taps that no term kept are freed before pred's forward pass
             # saves its activations.
             pred_features = extractor(pred)
-            masks = None if mask is None else masks_at(mask, pred_features)
+            masks = None if mask is None else tap_masks(extractor, mask, pred_features, list(pred_features), self.mask_mode)
             for member in members:
                 add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size, masks).mean())
         if self.tv_weight:

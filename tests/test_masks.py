@@ -196,3 +196,47 @@ def test_perceptual_spatial_map_has_the_scalar_as_its_mean(height: int, width: i
     torch.testing.assert_close(spatial.mean(dim=(1, 2, 3)), scalar, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="spatial=True needs spatial feature maps"):
         PerceptualLoss(["logits"], backbone="resnet18", spatial=True)(x[..., :64, :64], y[..., :64, :64])
+
+
+INSIDE: dict[str, Callable[[], nn.Module]] = {
+    "perceptual": lambda: PerceptualLoss(["conv1_1", "relu2_2", "relu3_3", "pool4"], mask_mode="inside"),
+    "style": lambda: StyleLoss(["relu1_2", "relu2_2", "relu3_3"], mask_mode="inside"),
+    "lpips-alex": lambda: LPIPSLoss(net="alex", mask_mode="inside"),
+    "lpips-squeeze": lambda: LPIPSLoss(net="squeeze", mask_mode="inside"),
+    "dists": lambda: DISTSLoss(mask_mode="inside"),
+    "criterion": lambda: CombinedLoss(l1=1.0, tv=0.1, perceptual={"layers": ["relu2_2"]}, lpips={"net": "vgg"}, mask_mode="inside"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INSIDE))
+def test_inside_mode_ignores_every_pixel_outside_the_mask(name: str) -> None:
+    loss = INSIDE[name]()
+
+    def value(pred: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+        out = loss(pred, y, mask=mask)
+        return float(out.total if isinstance(out, tuple) else out)
+
+    x, y = pair((1, 3, 128, 128))
+    mask = box(x.shape, 8, 120, 16, 112)
+    changed = torch.where(mask.bool(), x, torch.full_like(x, 0.5))  # flat where there was noise
+    inside = x.clone()
+    inside[..., 40:80, 40:80] = 0.5
+    before = value(x, mask)
+    assert abs(value(changed, mask) - before) <= 1e-6 * abs(before), "pixels outside change nothing"
+    assert abs(value(inside, mask) - before) > 1e-3 * abs(before), "the region itself counts"
+    assert abs(value(changed) - value(x)) > 1e-3 * abs(value(x)), "without the mask, the changed pixels count"
+
+
+def test_inside_mode_erodes_by_the_receptive_field_and_needs_a_classic_backbone() -> None:
+    loss = PerceptualLoss(["conv1_1", "relu1_2", "pool1", "relu2_2"], mask_mode="inside")
+    mask = box((1, 3, 32, 32), 8, 24, 8, 24)
+    masks = loss.extractor.inside_masks(mask, ["conv1_1", "relu1_2", "pool1", "relu2_2"])
+    assert masks["conv1_1"][0, 0].sum() == 14 * 14, "a 3x3 window: one pixel off each side"
+    assert masks["relu1_2"][0, 0].sum() == 12 * 12
+    assert masks["pool1"][0, 0].sum() == 6 * 6 and masks["relu2_2"][0, 0].sum() == 2 * 2
+    with pytest.raises(ValueError, match="mask_mode='inside' needs the receptive fields of the classic backbones"):
+        PerceptualLoss(["layer1"], backbone="resnet18", mask_mode="inside")
+    with pytest.raises(ValueError, match="mask_mode='inside'.*resize"):
+        PerceptualLoss(["relu2_2"], resize=64, mask_mode="inside")
+    with pytest.raises(ValueError, match="Unknown mask_mode 'edge'"):
+        PerceptualLoss(["relu2_2"], mask_mode="edge")

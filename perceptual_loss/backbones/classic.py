@@ -23,8 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
+from torchvision.models.squeezenet import Fire
 
 from ..weights import WeightsArg, load_backbone_state
 from .layers import L2Pool2d, hann_filter, saving_less_for_backward
@@ -114,6 +116,36 @@ class TappedSequential(nn.Sequential):
                 for name in names:
                     features[name] = x
         return features
+
+    def inside_masks(self, mask: Tensor) -> dict[str, Tensor]:
+        """``{tap: mask}`` of the feature positions whose whole receptive field lies in ``mask``.
+
+        The mask is eroded layer by layer along the network: a convolution or pool takes the
+        minimum over its window (zero padding is no pixel, so it does not count), activations
+        keep it. For a binary mask a position is 1 exactly when no pixel outside the mask can
+        reach it; a soft mask gives the smallest weight in the receptive field.
+        """
+        masks: dict[str, Tensor] = {}
+        m = mask
+        for index, layer in enumerate(self):
+            m = _erode(layer, m)
+            for name in self.tap_at.get(index, ()):
+                masks[name] = m
+        return masks
+
+
+def _erode(layer: nn.Module, mask: Tensor) -> Tensor:
+    """The minimum of ``mask`` over each output position's window of ``layer`` (a min-pool)."""
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+        stride = layer.stride if layer.stride is not None else layer.kernel_size
+        ceil_mode = isinstance(layer, nn.MaxPool2d) and layer.ceil_mode
+        window = (layer.kernel_size, stride, layer.padding, layer.dilation)
+        return -F.max_pool2d(-mask, *window, ceil_mode=ceil_mode)  # type: ignore[arg-type]
+    if isinstance(layer, L2Pool2d):
+        return -F.max_pool2d(-mask, 3, 2, 1)
+    if isinstance(layer, Fire):  # its widest path: the 3x3 expand convolution
+        return -F.max_pool2d(-mask, 3, 1, 1)
+    return mask
 
 
 def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: WeightsArg) -> tuple[TappedSequential, int]:

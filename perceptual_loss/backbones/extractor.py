@@ -32,6 +32,10 @@ Features = dict[str, Tensor]
 ``(N, L, C)`` for a transformer's tokens)."""
 
 INPUT = "input"
+INSIDE_UNSUPPORTED = (
+    "mask_mode='inside' needs the receptive fields of the classic backbones (vgg16, vgg19, alexnet, "
+    "squeezenet1_1, vgg16_l2pool) run without resize; {backbone} is not one: use mask_mode='area'."
+)
 """The tap of the image itself, resized if ``resize`` and mapped to ``[0, 1]`` (DISTS' stage 0)."""
 
 
@@ -209,6 +213,25 @@ class FeatureExtractor(FrozenModule):
         low, high = self.input_range
         unit = images if (low, high) == (0.0, 1.0) else (images - low) * (1.0 / (high - low))
         return {INPUT: unit, **features}
+
+    @property
+    def knows_receptive_fields(self) -> bool:
+        """Whether :meth:`inside_masks` works: the classic backbones' loop, no ``resize``."""
+        return isinstance(self.layers, classic.TappedSequential) and self.resize is None
+
+    def inside_masks(self, mask: Tensor, taps: Sequence[str]) -> Features:
+        """``{tap: mask}`` of the positions of ``taps`` whose whole receptive field is in ``mask``.
+
+        Raises:
+            ValueError: the backbone's receptive fields are not known here (traced backbones,
+                ``resize``): use the default area-weighted mask mode.
+        """
+        if not self.knows_receptive_fields:
+            raise ValueError(INSIDE_UNSUPPORTED.format(backbone=self.backbone))
+        masks = self.layers.inside_masks(mask)  # type: ignore[operator]
+        if self._input_tap:
+            masks[INPUT] = mask
+        return {tap: masks[tap] for tap in taps}
 
     def extra_repr(self) -> str:
         resize = f", resize={self.resize}" if self.resize is not None else ""

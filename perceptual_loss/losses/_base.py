@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import Backbone, FeatureExtractor, Features, Resize, default_normalization
-from ..backbones.extractor import check_resize
+from ..backbones.extractor import INSIDE_UNSUPPORTED, check_resize
 from ..backbones.registry import backbone_name
 from ..distances import DISTANCES, Distance, masks_at
 from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range
@@ -55,6 +55,27 @@ def reduce(values: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "sum":
         return values.sum()
     return values
+
+
+MaskMode = Literal["area", "inside"]
+MASK_MODES = ("area", "inside")
+
+
+def check_mask_mode(mask_mode: str, extractor: FeatureExtractor) -> MaskMode:
+    """``mask_mode`` if known and possible for ``extractor`` (``"inside"`` needs its receptive fields)."""
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"Unknown mask_mode {mask_mode!r}; choose one of {MASK_MODES}.")
+    if mask_mode == "inside" and not extractor.knows_receptive_fields:
+        raise ValueError(INSIDE_UNSUPPORTED.format(backbone=extractor.backbone))
+    return mask_mode  # type: ignore[return-value]
+
+
+def tap_masks(extractor: FeatureExtractor, mask: Tensor, features: Features, taps: Sequence[str], mode: MaskMode) -> Features:
+    """``mask`` at each of ``taps``: area-averaged (``"area"``) or eroded to the positions whose
+    whole receptive field is in it (``"inside"``)."""
+    if mode == "inside":
+        return extractor.inside_masks(mask, taps)
+    return masks_at(mask, {tap: features[tap] for tap in taps})
 
 
 def check_reduction(reduction: str) -> Reduction:
@@ -195,6 +216,7 @@ class FeatureLoss(nn.Module):
         reduction: Reduction,
         check_inputs: bool,
         grayscale: Grayscale,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction)
@@ -205,6 +227,7 @@ class FeatureLoss(nn.Module):
         self.comparison = comparison
         self.extractor = comparison.view.extractor(comparison.taps, weights, input_range)
         comparison.check_features(self.extractor.tap_dims)
+        self.mask_mode = check_mask_mode(mask_mode, self.extractor)
         self._warned, self._warned_mask = [False], [False]
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
 
@@ -236,8 +259,12 @@ class FeatureLoss(nn.Module):
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             features = self.extractor(target)
-            masks = None if mask is None else masks_at(mask, {t: features[t] for t in self.comparison.taps})
+            masks = None if mask is None else self.tap_masks(mask, features)
             return self.comparison.prepare_target(features, masks)
+
+    def tap_masks(self, mask: Tensor, features: Features) -> Features:
+        """The mask at each of the comparison's taps, as :attr:`mask_mode` says."""
+        return tap_masks(self.extractor, mask, features, self.comparison.taps, self.mask_mode)
 
     def forward(self, pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges.
@@ -252,6 +279,6 @@ class FeatureLoss(nn.Module):
         # for Gram matrices) is freed before pred's forward pass saves its activations.
         prepared = self.target_features(target, target_mask)
         features = self.extractor(pred)
-        masks = None if mask is None else masks_at(mask, {t: features[t] for t in self.comparison.taps})
+        masks = None if mask is None else self.tap_masks(mask, features)
         values = self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
         return reduce(values, self.reduction)

@@ -12,7 +12,7 @@ from ..distances import dists_distance
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import DISTS_CHANNELS, WeightsArg, load_dists_weights
-from ._base import Comparison, FeatureLoss, Reduction
+from ._base import MaskMode, Comparison, FeatureLoss, Reduction
 
 DISTS_BACKBONE = "vgg16_l2pool"
 DISTS_TAPS = (INPUT, "relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
@@ -79,6 +79,7 @@ class DISTSLoss(FeatureLoss):
         dists_weights: path to an alpha/beta file; ``None`` for the shipped one.
         resize: ``None`` | a short-side size, e.g. 256.
         input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
+        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``.
@@ -100,8 +101,10 @@ class DISTSLoss(FeatureLoss):
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__(
             DISTSComparison(dists_weights, resize),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+            mask_mode=mask_mode,
         )  # fmt: skip

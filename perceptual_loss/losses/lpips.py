@@ -11,7 +11,7 @@ from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import LPIPS_NETS, LPIPS_VERSIONS, WeightsArg, load_lpips_heads
-from ._base import Comparison, FeatureLoss, Reduction
+from ._base import MaskMode, Comparison, FeatureLoss, Reduction
 
 LPIPS_NETWORKS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5"), (64, 192, 384, 256, 256)),
@@ -115,6 +115,7 @@ class LPIPSLoss(FeatureLoss):
         input_range: value range of the images; ``(0, 1)`` default. (``lpips.LPIPS`` expects
             ``(-1, 1)``: pass ``input_range=(-1, 1)`` to feed the same tensors.)
         grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
+        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``.
@@ -138,8 +139,10 @@ class LPIPSLoss(FeatureLoss):
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__(
             LPIPSComparison(net, version, spatial, head_weights),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+            mask_mode=mask_mode,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from ..backbones import Backbone, Features, Resize
 from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import FeatureLoss, LayerComparison, Layers, Reduction
+from ._base import MaskMode, FeatureLoss, LayerComparison, Layers, Reduction
 
 
 class PerceptualComparison(LayerComparison):
@@ -68,6 +68,9 @@ class PerceptualLoss(FeatureLoss):
         mean, std: the network's input normalisation on ``[0, 1]`` images; default the weights'.
         resize: ``None`` (default) | ``224`` | ``(H, W)``: resize both images (bilinear,
             antialiased) before the backbone, as MaskBit and TiTok do.
+        mask_mode: how a ``mask=`` reaches each tap: ``"area"`` (default: area-averaged; positions
+            near the edge also see a margin of pixels outside) | ``"inside"`` (only positions
+            whose whole receptive field is in the mask; the classic backbones without resize).
         spatial: return a ``(N, 1, H, W)`` map of where the loss comes from (each tap's
             per-position distance spread over the pixels it stands for); its mean over the
             image is the scalar loss exactly, for any ``H, W``.
@@ -105,8 +108,10 @@ class PerceptualLoss(FeatureLoss):
         std: Optional[Sequence[float]] = None,
         resize: Resize = None,
         spatial: bool = False,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__(
             PerceptualComparison(layers, backbone, distance, mean, std, resize, spatial),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+            mask_mode=mask_mode,
         )  # fmt: skip

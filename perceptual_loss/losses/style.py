@@ -11,7 +11,7 @@ from ..backbones import Backbone, Features, Resize
 from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import FeatureLoss, LayerComparison, Layers, Reduction
+from ._base import MaskMode, FeatureLoss, LayerComparison, Layers, Reduction
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 """Johnson et al.'s style layers on VGG16, the default."""
@@ -68,6 +68,7 @@ class StyleLoss(FeatureLoss):
             ``relu1_2, relu2_2, relu3_3, relu4_3``.
         backbone, weights, input_range, grayscale, check_inputs, mean, std, resize: as for
             :class:`~perceptual_loss.PerceptualLoss` (taps must give ``(N, C, H, W)`` maps).
+        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
         distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
@@ -96,8 +97,10 @@ class StyleLoss(FeatureLoss):
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
         resize: Resize = None,
+        mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__(
             StyleComparison(layers, backbone, distance, mean, std, resize),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
+            mask_mode=mask_mode,
         )  # fmt: skip
