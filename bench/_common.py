@@ -223,6 +223,19 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
 
 
+def parse_with_cases(parser: argparse.ArgumentParser, known: Iterable[str], default: Iterable[str], note: str = "") -> argparse.Namespace:
+    """Add ``--cases`` (a comma list from ``known``) and ``--out``, parse, and check the cases."""
+    known = list(known)
+    parser.add_argument("--cases", default=",".join(default), help="comma list of: " + ", ".join(known) + note)
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
+    unknown = [key for key in args.cases if key not in known]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {', '.join(known)}")
+    return args
+
+
 def step_header(args: argparse.Namespace, device: torch.device, load_before: float) -> str:
     """The first report line: machine, batch, iterations and the load around the run."""
     return (

@@ -42,7 +42,6 @@ import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -53,6 +52,7 @@ from _common import (
     Inputs,
     Step,
     add_step_arguments,
+    parse_with_cases,
     describe_device,
     emit_report,
     peak_mb,
@@ -240,14 +240,7 @@ NOTES = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
-    parser.add_argument("--cases", default=",".join(CASE_BY_KEY), help="comma list of: " + ", ".join(CASE_BY_KEY))
-    parser.add_argument("--out", type=Path, help="also write the table to this file")
-    args = parser.parse_args()
-    args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
-    unknown = [key for key in args.cases if key not in CASE_BY_KEY]
-    if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASE_BY_KEY)}")
-    return args
+    return parse_with_cases(parser, CASE_BY_KEY, CASE_BY_KEY)
 
 
 def main() -> None:

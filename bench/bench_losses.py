@@ -54,7 +54,6 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -65,6 +64,7 @@ from _common import (
     Inputs,
     Step,
     add_step_arguments,
+    parse_with_cases,
     emit_report,
     floor_step,
     peak_mb,
@@ -205,15 +205,7 @@ NOTES = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
-    default = ",".join(case.key for case in CASES)
-    parser.add_argument("--cases", default=default, help="comma list of: " + ", ".join(CASE_BY_KEY) + " (default: all but *-compiled and *-masked)")
-    parser.add_argument("--out", type=Path, help="also write the table to this file")
-    args = parser.parse_args()
-    args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
-    unknown = [key for key in args.cases if key not in CASE_BY_KEY]
-    if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASE_BY_KEY)}")
-    return args
+    return parse_with_cases(parser, CASE_BY_KEY, (case.key for case in CASES), " (default: all but *-compiled and *-masked)")
 
 
 def main() -> None:
