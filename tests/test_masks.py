@@ -240,3 +240,11 @@ def test_inside_mode_erodes_by_the_receptive_field_and_needs_a_classic_backbone(
         PerceptualLoss(["relu2_2"], resize=64, mask_mode="inside")
     with pytest.raises(ValueError, match="Unknown mask_mode 'edge'"):
         PerceptualLoss(["relu2_2"], mask_mode="edge")
+
+
+def test_perceptual_spatial_map_at_800x600() -> None:
+    x, y = pair((1, 3, 600, 800))
+    loss = PerceptualLoss(["relu2_2", "relu3_3"], spatial=True, reduction="none")
+    spatial = loss(x, y)
+    assert spatial.shape == (1, 1, 600, 800)
+    torch.testing.assert_close(spatial.mean(), PerceptualLoss(["relu2_2", "relu3_3"])(x, y), rtol=1e-5, atol=1e-7)
