@@ -77,6 +77,15 @@ def test_short_run_loss_falls_and_beats_bicubic(real_run: RunResult) -> None:
     assert len(val) == 2 and val[0][0] == pytest.approx(val[1][0])
 
 
+def test_heatmaps_next_to_the_grids(tmp_path: Path) -> None:
+    result = run(compose_config([*TINY, "trainer.fast_dev_run=true", "outputs.heatmaps=true"]), tmp_path)
+    grids = sorted(p.name for p in (tmp_path / "grids").glob("*.png"))
+    assert len(grids) == 2 and grids[1] == grids[0].replace(".png", "_lpips.png")
+    with Image.open(tmp_path / "grids" / grids[0]) as grid, Image.open(tmp_path / "grids" / grids[1]) as heat:
+        assert heat.mode == "RGB" and heat.size[1] == grid.size[1] - 8, "the HR image's height (grid padding 4)"
+    assert result.steps == 1
+
+
 def test_outputs_grids_summary(real_run: RunResult) -> None:
     run_dir = Path(real_run.run_dir)
     grids = sorted(p.name for p in (run_dir / "grids").glob("*.png"))

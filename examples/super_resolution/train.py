@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
-from perceptual_loss import CombinedLoss
+from perceptual_loss import CombinedLoss, LPIPSLoss
 
 from .callbacks import SaveValidationGrids
 from .data import SRDataModule
@@ -149,7 +149,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResult:
     if datamodule.scale != int(cfg.scale):
         raise ValueError(f"data.scale={datamodule.scale} differs from scale={cfg.scale}; set scale=... only.")
     module, loss_weights, lpips_weights = build_module(cfg)
-    grids = SaveValidationGrids(run_dir / "grids", max_images=cfg.outputs.grids)
+    heatmaps = (
+        LPIPSLoss(net="alex", spatial=True, reduction="none", weights=lpips_weights.arg, check_inputs=False)
+        if cfg.outputs.get("heatmaps")
+        else None
+    )
+    grids = SaveValidationGrids(run_dir / "grids", max_images=cfg.outputs.grids, heatmaps=heatmaps)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor="val/model_psnr", mode="max", save_last=True, save_top_k=1,
         auto_insert_metric_name=False,
