@@ -28,6 +28,8 @@ from perceptual_loss import (
 )
 from perceptual_loss.backbones import FrozenBatchNorm, MaxPool2dRecomputingIndices, default_normalization
 
+from .helpers import saved_tensors
+
 HOOK_CASES = {
     # bn1 and layer2.1.bn2 are followed by an in-place ReLU: they must stay pre-activation.
     "resnet50": (["bn1", "layer1", "layer2.1.bn2", "layer3", "logits"], 64),
@@ -429,3 +431,26 @@ def test_in_place_writes_through_views_and_identities_never_reach_a_tap() -> Non
     assert (out["conv"] < 0).any()
     torch.testing.assert_close(out["logits"], expected_logits, rtol=1e-6, atol=1e-6)
     assert available_taps(module)[:2] == ["conv", "flatten"]
+
+
+def test_frozen_batchnorm_keeps_nothing_for_backward_and_matches_torchvision() -> None:
+    """Eval-mode BatchNorm needs no activation for its input gradient: none is kept."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(16).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(-2, 2)
+    frozen = FrozenBatchNorm(bn)
+    x = torch.randn(2, 16, 12, 10).contiguous(memory_format=torch.channels_last)
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    outputs: dict[str, Tensor] = {}
+    ours_saved = saved_tensors(lambda: outputs.update(ours=frozen(ours_x * 1.0)))
+    ref_saved = saved_tensors(lambda: outputs.update(ref=bn(ref_x * 1.0)))
+    feature_bytes = x.numel() * x.element_size()
+    assert any(t.untyped_storage().nbytes() >= feature_bytes for t in ref_saved.values()), "torchvision keeps its input"
+    assert all(t.untyped_storage().nbytes() < feature_bytes for t in ours_saved.values())
+    assert torch.equal(outputs["ours"], outputs["ref"])
+    grad = torch.randn_like(outputs["ref"])
+    (outputs["ours"] * grad).sum().backward()
+    (outputs["ref"] * grad).sum().backward()
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-6, atol=1e-6)
+    assert ours_x.grad.is_contiguous(memory_format=torch.channels_last)

@@ -10,7 +10,7 @@ or no state that a parent's ``.train()`` or DistributedDataParallel could touch.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -113,15 +113,42 @@ class FireSharingOutput(Fire):
         return torch.cat(expanded, dim=1).relu_()
 
 
+class _FrozenBatchNormFunction(torch.autograd.Function):
+    """Eval-mode batch norm that keeps nothing of its input for backward.
+
+    Forward is ``F.batch_norm(..., training=False)`` itself (same values, bit for bit); with
+    frozen statistics and affine parameters its input gradient is ``grad * weight / sqrt(var +
+    eps)``, which needs no activation. Autograd's batch norm keeps its input (a convolution's
+    output, which nothing else keeps): a feature map per BatchNorm layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mean: Tensor, var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(var, weight)
+        ctx.eps, ctx.dtype = eps, x.dtype
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:  # type: ignore[override]
+        var, weight = ctx.saved_tensors
+        scale = torch.rsqrt(var.float() + ctx.eps)
+        if weight is not None:
+            scale = scale * weight.float()
+        shape = [1, -1] + [1] * (grad.dim() - 2)
+        return (grad * scale.view(shape).to(grad.dtype)).to(ctx.dtype), None, None, None, None, None
+
+
 class FrozenBatchNorm(nn.Module):
     """A BatchNorm layer in eval mode for good: its running statistics are frozen parameters.
 
     ``forward`` is ``F.batch_norm(x, running_mean, running_var, weight, bias, training=False)``,
-    the very call an ``nn.BatchNorm*d`` in eval mode makes, so values and gradients are bit for
-    bit the same. Holding the statistics as (frozen) parameters instead of buffers means no
-    ``train()`` can make them update, and DistributedDataParallel does not broadcast them on every
-    forward call. Parameter names (``weight``, ``bias``, ``running_mean``, ``running_var``) are
-    those of torchvision's layer; ``num_batches_tracked`` is dropped (eval mode never reads it).
+    the very call an ``nn.BatchNorm*d`` in eval mode makes, so values are bit for bit the same;
+    its backward keeps nothing of the input (see :class:`_FrozenBatchNormFunction`). Holding the
+    statistics as (frozen) parameters instead of buffers means no ``train()`` can make them
+    update, and DistributedDataParallel does not broadcast them on every forward call. Parameter
+    names (``weight``, ``bias``, ``running_mean``, ``running_var``) are those of torchvision's
+    layer; ``num_batches_tracked`` is dropped (eval mode never reads it).
     """
 
     def __init__(self, source: nn.modules.batchnorm._BatchNorm) -> None:
@@ -135,6 +162,8 @@ class FrozenBatchNorm(nn.Module):
         self.bias = None if source.bias is None else nn.Parameter(source.bias.detach(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FrozenBatchNormFunction.apply(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
     def extra_repr(self) -> str:
