@@ -457,20 +457,18 @@ class _Moments(torch.autograd.Function):
     def forward(ctx, x: Tensor, y: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         fx, fy = _float(x), _float(y)
         with _outside_autocast(fx.device.type):
-            if mask is None:
-                weights = torch.full((1, 1, 1, 1), 1.0 / (x.shape[2] * x.shape[3]), dtype=fx.dtype, device=fx.device)
-            else:
-                weights = _float(mask) / _float(mask).sum(dim=(1, 2, 3), keepdim=True).clamp_min(MASK_EPS)
+            weights = None if mask is None else _float(mask) / _float(mask).sum(dim=(1, 2, 3), keepdim=True).clamp_min(MASK_EPS)
 
             def weighted_mean(t: Tensor) -> Tensor:
-                return (t * weights).sum(dim=(2, 3)) if mask is not None else t.mean(dim=(2, 3))
+                return t.mean(dim=(2, 3)) if weights is None else (t * weights).sum(dim=(2, 3))
 
             mean_x, mean_y = weighted_mean(fx), weighted_mean(fy)
             centred_x, centred_y = fx - mean_x[..., None, None], fy - mean_y[..., None, None]
             var_x = weighted_mean(torch.mul(centred_x, centred_x))
             var_y = weighted_mean(torch.mul(centred_y, centred_y))
             cov = weighted_mean(torch.mul(centred_x, centred_y))
-        ctx.save_for_backward(x, y, mean_x, mean_y, weights)
+        ctx.area = x.shape[2] * x.shape[3]
+        ctx.save_for_backward(x, y, mean_x, mean_y, *(() if weights is None else (weights,)))
         return mean_x, mean_y, var_x, var_y, cov
 
     @staticmethod
@@ -478,18 +476,17 @@ class _Moments(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx, g_mean_x: Tensor, g_mean_y: Tensor, g_var_x: Tensor, g_var_y: Tensor, g_cov: Tensor
     ) -> tuple[Optional[Tensor], Optional[Tensor], None]:
-        x, y, mean_x, mean_y, weights = ctx.saved_tensors
+        x, y, mean_x, mean_y, *weights = ctx.saved_tensors
 
-        # p (g_mean + 2 g_var (f - mean) + g_cov (other - other_mean)) == a f + b other + c, with p
-        # folded in when it is one value per sample (no mask): two passes, no temporaries.
-        folded = weights.shape[2:] == (1, 1)
-        p = weights[:, :, 0, 0] if folded else 1.0
+        # p (g_mean + 2 g_var (f - mean) + g_cov (other - other_mean)) == a f + b other + c, with
+        # p = 1 / (H W) folded in without a mask: two passes, no temporaries.
+        p = 1.0 if weights else 1.0 / ctx.area
 
         def side(f: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, other: Tensor, other_mean: Tensor) -> Tensor:
             a, b = (2 * g_var * p)[..., None, None], (g_cov * p)[..., None, None]
             c = ((g_mean - 2 * g_var * mean - g_cov * other_mean) * p)[..., None, None]
             grad = torch.addcmul(c, _float(f), a).addcmul_(_float(other), b)
-            return (grad if folded else grad.mul_(weights)).to(f.dtype)
+            return (grad.mul_(weights[0]) if weights else grad).to(f.dtype)
 
         grad_x = side(x, mean_x, g_mean_x, g_var_x, y, mean_y) if ctx.needs_input_grad[0] else None
         grad_y = side(y, mean_y, g_mean_y, g_var_y, x, mean_x) if ctx.needs_input_grad[1] else None
