@@ -1,0 +1,328 @@
+"""``evaluate_folders``: score each image of one folder against its partner in another.
+
+The pipeline (the same on one process and under ``torchrun``)::
+
+    pair folders by relative path (identical on every process; checked)
+    -> read every pair's size (each process reads its share; exchanged) -> batches of one size
+    -> batches not in the journal, every world-th to this process (no padding)
+    -> decode on threads, batches ahead -> metrics per pair -> journal (a batch at a time)
+    -> rows of every process merged by name -> summary from the merged rows -> output, atomically
+
+Batches are formed from the whole pairing before it is split, so each pair is scored in the same
+batch whatever the number of processes: the rows are bit for bit those of a single process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..metrics import crop_border, psnr, rgb_to_y, ssim
+from ..weights import WeightsArg
+from .distributed import Shard
+from .images import Loaded, Resize, decode_pair, default_workers, image_size, to_unit_batch
+from .journal import Entry, JournalWriter, journal_files, read_journal, remove_journal
+from .pairing import EvaluationError, Pairing, UnmatchedFilesError, pair_folders
+from .result import EvaluationResult, Row
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("lpips", "psnr", "ssim", "dists")
+"""Every metric the evaluator knows. DISTS needs ``pip install 'perceptual-loss[dists]'``."""
+DEFAULT_METRICS = ("lpips", "psnr", "ssim")
+DECODE_AHEAD = 2
+"""Batches decoded ahead of the one being scored: enough to keep every decoding thread busy."""
+
+
+def evaluate_folders(
+    first: Union[str, Path],
+    second: Union[str, Path],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    net: Literal["alex", "vgg", "squeeze"] = "alex",
+    version: Literal["0.1", "0.0"] = "0.1",
+    batch_size: int = 8,
+    device: Union[str, torch.device] = "cpu",
+    y_channel: bool = False,
+    crop: int = 0,
+    resize: Resize = None,
+    weights: WeightsArg = "imagenet",
+    progress: Optional[Callable[[int], None]] = None,
+    workers: Optional[int] = None,
+    output: Union[str, Path, None] = None,
+    journal: Union[str, Path, None] = None,
+    resume: bool = False,
+    timeout: Optional[float] = None,
+    strict: bool = False,
+) -> EvaluationResult:
+    """Compare each image in ``first`` with the image of the same relative path in ``second``.
+
+    Inside an initialised ``torch.distributed`` process group (e.g. under ``torchrun``) every
+    process must call it with the same arguments: each scores its share of the pairs on its own
+    device and every process returns the same merged result, equal to a single process's.
+
+    Args:
+        first, second: folders, e.g. model outputs and ground truth.
+        metrics: any of ``"lpips"``, ``"psnr"``, ``"ssim"``, ``"dists"`` (default: the first
+            three). DISTS equals ``DISTS_pytorch.DISTS`` on the images as they are (no resize).
+        net, version, weights: the LPIPS model (see :class:`~perceptual_loss.LPIPSLoss`);
+            ``weights`` is a path only for LPIPS: DISTS always reads VGG16's ImageNet file, or
+            random weights with ``weights=None``.
+        batch_size: pairs of equal size scored together.
+        device: where the metrics run. Under torchrun, ``"cuda"`` means each process's own GPU,
+            ``cuda:LOCAL_RANK``.
+        y_channel: PSNR/SSIM on the BT.601 luma (SR convention) instead of RGB. LPIPS always
+            sees RGB.
+        crop: pixels shaved from each border before PSNR/SSIM (SR convention: the scale).
+        resize: ``None`` (a size mismatch fails that pair) or ``"bicubic"`` (the second image is
+            resized to the first's size, antialiased).
+        progress: called with the number of pairs this process just finished.
+        workers: threads decoding images (``None``: this process's share of the CPU cores, at
+            most :data:`~perceptual_loss.evaluate.images.MAX_DECODE_WORKERS`). They decode the
+            next batches while one is scored.
+        output: a ``.csv`` or ``.json`` file for the result, written atomically (by rank 0).
+        journal: a folder where every scored pair is recorded as it is scored (default:
+            ``<output>.journal`` when ``output`` is given, otherwise none). It is removed when
+            the run completes.
+        resume: finish the run recorded in ``journal``: its pairs are not scored again. Its
+            settings must equal these (an :class:`EvaluationError` names the differences);
+            ``batch_size``, ``device``, ``workers`` and the number of processes may change.
+            Without ``resume``, an existing journal is an error (it would be overwritten).
+        timeout: seconds a process waits for the others (default 1800) before failing.
+        strict: files in only one folder are an error (:class:`UnmatchedFilesError`), raised
+            before anything is scored; otherwise they are listed in the result.
+
+    PSNR and SSIM use ``data_range=1`` on images scaled to ``[0, 1]`` (i.e. 255 for 8-bit files).
+
+    Returns:
+        :class:`EvaluationResult`.
+
+    Raises:
+        EvaluationError: bad arguments, missing, empty or identical folders, a journal that
+            exists without ``resume`` or does not fit; under torchrun, any process's failure.
+    """
+    _check_arguments(metrics, batch_size, workers, output)
+    shard = Shard.current(timeout)
+    first, second = Path(first), Path(second)
+    settings: dict[str, object] = {
+        "first": str(first), "second": str(second), "metrics": list(metrics), "lpips_net": net, "lpips_version": version,
+        "lpips_weights": str(weights), "psnr_ssim_data_range": 1.0, "y_channel": y_channel, "crop_border": crop,
+        "resize": resize,
+    }  # fmt: skip
+    # The journal records the folders resolved: a resumed run may start from another directory.
+    recorded = {**settings, "first": str(first.resolve()), "second": str(second.resolve())}
+    journal_folder = Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
+
+    # Everything that can fail on one node only (folders, weights, a journal) fails on every node.
+    pairing, done, networks, error = None, {}, {}, None
+    try:
+        pairing = pair_folders(first, second)
+        if strict and (pairing.only_in_first or pairing.only_in_second):
+            raise UnmatchedFilesError(pairing)
+        done = _read_journal(journal_folder, recorded, resume)
+        networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
+    except Exception as caught:  # noqa: BLE001 - every process must hear about it
+        error = caught
+    shard.agree(error, "preparing (pairing the folders, reading the journal, loading weights)")
+    assert pairing is not None
+    _check_same_files(shard, pairing)
+    done = _merge_done(shard, done, pairing)
+
+    batches = _batches(shard, pairing.both, first, batch_size)
+    todo = [batch for batch in batches if not all(name in done for name in batch)]
+    mine = shard.take(todo)
+    if done:
+        logger.info("resuming: %d of %d pairs are in the journal %s", len(done), len(pairing.both), journal_folder)
+    rows: list[Row] = []
+    failures: list[tuple[str, str]] = []
+    writer = JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
+    error = None
+    try:
+        scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
+        workers = workers or default_workers(shard.processes_on_this_machine)
+        for batch_rows, batch_failures in _score_batches(mine, first, second, resize, scoring, workers):
+            rows += batch_rows
+            failures += batch_failures
+            if writer is not None:
+                writer.write(batch_rows, batch_failures)
+            if progress is not None:
+                progress(len(batch_rows) + len(batch_failures))
+    except Exception as caught:  # noqa: BLE001 - every process must hear about it
+        error = caught
+    finally:
+        if writer is not None:
+            writer.close()
+    shard.agree(error, "scoring")
+
+    result = _merge(shard, rows, failures, done, tuple(metrics), pairing, settings)
+    error = None
+    if output is not None and shard.rank == 0:
+        try:
+            result.save(output)
+        except Exception as caught:  # noqa: BLE001 - every process must hear about it
+            error = caught
+    shard.agree(error, f"writing {output}")
+    if journal_folder is not None:
+        remove_journal(journal_folder, [*([writer.path] if writer else []), *journal_files(journal_folder)])
+    for name, reason in result.failures:
+        if shard.rank == 0:
+            logger.warning("%s: %s", name, reason)
+    return result
+
+
+def _check_arguments(metrics: Sequence[str], batch_size: int, workers: Optional[int], output: Union[str, Path, None]) -> None:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise EvaluationError(f"Unknown metric(s) {unknown}; choose from {METRICS}.")
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be >= 1; got {batch_size}.")
+    if workers is not None and workers < 1:
+        raise EvaluationError(f"workers must be >= 1; got {workers}.")
+    if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
+        raise EvaluationError(f"The output must end in .csv or .json; got {output}.")
+
+
+def _read_journal(folder: Optional[Path], settings: dict[str, object], resume: bool) -> dict[str, Entry]:
+    if folder is None:
+        if resume:
+            raise EvaluationError("resume needs a journal: give output= (its journal is <output>.journal) or journal=.")
+        return {}
+    if journal_files(folder) and not resume:
+        raise EvaluationError(
+            f"{folder} holds the journal of an unfinished run. Pass --resume (resume=True) to finish it, or delete "
+            "it to start over."
+        )
+    return read_journal(folder, settings) if resume else {}
+
+
+def _networks(
+    metrics: Sequence[str], net: str, version: str, weights: WeightsArg, device: torch.device
+) -> dict[str, torch.nn.Module]:
+    from ..losses import DISTSLoss, LPIPSLoss
+
+    # check_inputs=False: the images were decoded to [0, 1] here, so the range scan is redundant.
+    networks: dict[str, torch.nn.Module] = {}
+    if "lpips" in metrics:
+        networks["lpips"] = LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False)  # type: ignore[arg-type]
+    if "dists" in metrics:
+        networks["dists"] = DISTSLoss(reduction="none", weights=None if weights is None else "imagenet", check_inputs=False)
+    return {name: network.to(device) for name, network in networks.items()}
+
+
+def _check_same_files(shard: Shard, pairing: Pairing) -> None:
+    digests = shard.gather((len(pairing.both), pairing.digest()), "comparing the folders' listings")
+    if len(set(digests)) > 1:
+        seen = ", ".join(f"rank {rank}: {count} pairs" for rank, (count, _) in enumerate(digests))
+        raise EvaluationError(
+            f"The processes see different files in the folders ({seen}). On several machines the folders must "
+            "hold the same files (a shared file system, or identical copies)."
+        )
+
+
+def _merge_done(shard: Shard, done: dict[str, Entry], pairing: Pairing) -> dict[str, Entry]:
+    """The journal entries every process read (on several machines each may see other files)."""
+    merged: dict[str, Entry] = {}
+    for entries in shard.gather(done, "exchanging the journal"):
+        merged.update(entries)
+    paired = set(pairing.both)
+    return {name: entry for name, entry in merged.items() if name in paired}
+
+
+def _batches(shard: Shard, names: list[str], first: Path, batch_size: int) -> list[list[str]]:
+    """Pairs of one size in batches, the same on every process (each reads a share of the sizes)."""
+    sizes: dict[str, Optional[tuple[int, int]]] = {}
+    for share in shard.gather({name: image_size(first / name) for name in shard.take(names)}, "exchanging image sizes"):
+        sizes.update(share)
+    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for name in names:
+        groups[sizes[name] or (0, 0)].append(name)
+    return [group[i : i + batch_size] for _, group in sorted(groups.items()) for i in range(0, len(group), batch_size)]
+
+
+def _merge(
+    shard: Shard,
+    rows: list[Row],
+    failures: list[tuple[str, str]],
+    done: dict[str, Entry],
+    metrics: tuple[str, ...],
+    pairing: Pairing,
+    settings: dict[str, object],
+) -> EvaluationResult:
+    """Rows and failures of every process and of the journal, by name: the result of a single process."""
+    entries: dict[str, Entry] = dict(done)
+    for their_rows, their_failures in shard.gather((rows, failures), "merging the rows"):
+        entries.update((str(row["name"]), row) for row in their_rows)
+        entries.update((name, (name, reason)) for name, reason in their_failures)
+    merged_rows = [entry for _, entry in sorted(entries.items()) if isinstance(entry, dict)]
+    merged_failures = [entry for _, entry in sorted(entries.items()) if isinstance(entry, tuple)]
+    return EvaluationResult(metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings)
+
+
+def _score_batches(
+    batches: list[list[str]], first: Path, second: Path, resize: Resize, scoring: _Scoring, workers: int
+) -> Iterator[tuple[list[Row], list[tuple[str, str]]]]:
+    """``(rows, failures)`` per batch, in order, decoding the next batches on threads meanwhile."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        in_flight: deque[list[Future[Union[Loaded, tuple[str, str]]]]] = deque()
+        try:
+            for index in range(len(batches)):
+                while len(in_flight) <= DECODE_AHEAD and index + len(in_flight) < len(batches):
+                    names = batches[index + len(in_flight)]
+                    in_flight.append([pool.submit(decode_pair, name, first, second, resize) for name in names])
+                decoded = [future.result() for future in in_flight.popleft()]
+                loaded = [item for item in decoded if not isinstance(item[1], str)]
+                failures = [item for item in decoded if isinstance(item[1], str)]
+                rows: list[Row] = []
+                for size_group in _same_size(loaded):  # type: ignore[arg-type]
+                    rows += scoring(size_group, failures)  # type: ignore[arg-type]
+                yield rows, failures  # type: ignore[misc]
+        finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
+            for futures in in_flight:
+                for future in futures:
+                    future.cancel()
+
+
+def _same_size(loaded: list[Loaded]) -> Iterator[list[Loaded]]:
+    by_size: dict[tuple[int, ...], list[Loaded]] = defaultdict(list)
+    for item in loaded:
+        by_size[tuple(item[1].shape)].append(item)
+    yield from by_size.values()
+
+
+@dataclass
+class _Scoring:
+    """The metrics of one batch of pairs of one size, on ``device``."""
+
+    metrics: Sequence[str]
+    networks: dict[str, torch.nn.Module]
+    device: torch.device
+    y_channel: bool
+    crop: int
+
+    @torch.inference_mode()
+    def __call__(self, items: list[Loaded], failures: list[tuple[str, str]]) -> list[Row]:
+        names = [name for name, _, _ in items]
+        a = to_unit_batch([x for _, x, _ in items], self.device)
+        b = to_unit_batch([y for _, _, y in items], self.device)
+        try:
+            values: dict[str, Tensor] = {}
+            for metric, network in self.networks.items():
+                values[metric] = network(a, b)
+            ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
+            ya, yb = crop_border(ya, self.crop), crop_border(yb, self.crop)
+            if "psnr" in self.metrics:
+                values["psnr"] = psnr(ya, yb)
+            if "ssim" in self.metrics:
+                values["ssim"] = ssim(ya, yb)
+        except ValueError as error:  # e.g. smaller than LPIPS', DISTS' or SSIM's minimum size
+            failures.extend((name, str(error)) for name in names)
+            return []
+        table = {metric: values[metric].tolist() for metric in self.metrics}
+        return [{"name": name, **{m: float(table[m][i]) for m in self.metrics}} for i, name in enumerate(names)]
