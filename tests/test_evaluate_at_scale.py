@@ -134,6 +134,8 @@ def _worker(rank: int, world: int, init_file: str, report: str, scenario: str, k
             kwargs["progress"] = _fail_after_first_batch
         if scenario == "unreadable" and rank == 1:
             kwargs["first"] = kwargs["first"] + "_missing_on_this_node"
+        if scenario == "weights_missing" and rank == 1:
+            kwargs["weights"] = kwargs["first"] + "/no_such_weights.pth"
         if scenario == "other_files" and rank == 2:
             kwargs["first"] = kwargs["other"]
         kwargs.pop("other", None)
@@ -195,8 +197,16 @@ def test_a_folder_missing_on_one_node_stops_every_process(tmp_path: Path) -> Non
     out, gt = make_folders(tmp_path, 7)
     outcomes = spawn(tmp_path, 2, "unreadable", **api_kwargs(out, gt, timeout=30))
     assert outcomes[1] is not None and "does not exist" in outcomes[1]["error"]
-    assert outcomes[0] is not None and outcomes[0]["error"].startswith("EvaluationError: rank 1 failed while preparing")
+    assert outcomes[0] is not None and outcomes[0]["error"].startswith("EvaluationError: rank 1 failed while pairing the folders")
     assert "does not exist" in outcomes[0]["error"]
+
+
+def test_weights_missing_on_one_node_stop_every_process(tmp_path: Path) -> None:
+    out, gt = make_folders(tmp_path, 7)
+    outcomes = spawn(tmp_path, 2, "weights_missing", **api_kwargs(out, gt, timeout=30, output=str(tmp_path / "r.csv")))
+    assert outcomes[1] is not None and "no_such_weights.pth" in outcomes[1]["error"]
+    assert outcomes[0] is not None and outcomes[0]["error"].startswith("EvaluationError: rank 1 failed while loading")
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "r.csv.journal").exists()
 
 
 def test_processes_that_see_different_files_refuse(tmp_path: Path) -> None:

@@ -121,16 +121,15 @@ def evaluate_folders(
     journal_folder = Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
 
     # Everything that can fail on one node only (folders, weights, a journal) fails on every node.
-    pairing, done, networks, error = None, {}, {}, None
+    pairing, done, error = None, {}, None
     try:
         pairing = pair_folders(first, second)
         if strict and (pairing.only_in_first or pairing.only_in_second):
             raise UnmatchedFilesError(pairing)
         done = _read_journal(journal_folder, recorded, resume)
-        networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
     except Exception as caught:  # noqa: BLE001 - every process must hear about it
         error = caught
-    shard.agree(error, "preparing (pairing the folders, reading the journal, loading weights)")
+    shard.agree(error, "pairing the folders and reading the journal")
     assert pairing is not None
     _check_same_files(shard, pairing)
     done = _merge_done(shard, done, pairing)
@@ -142,23 +141,34 @@ def evaluate_folders(
         logger.info("resuming: %d of %d pairs are in the journal %s", len(done), len(pairing.both), journal_folder)
     rows: list[Row] = []
     failures: list[tuple[str, str]] = []
-    writer = JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
-    error = None
-    try:
-        scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
-        workers = workers or default_workers(shard.processes_on_this_machine)
-        for batch_rows, batch_failures in _score_batches(mine, first, second, resize, scoring, workers):
-            rows += batch_rows
-            failures += batch_failures
+    writer = None
+    workers = workers or default_workers(shard.processes_on_this_machine)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        decoded = _Prefetch(pool, mine, first, second, resize)  # the first batches decode meanwhile
+        try:
+            networks, error = {}, None
+            try:
+                networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
+            except Exception as caught:  # noqa: BLE001 - every process must hear about it
+                error = caught
+            shard.agree(error, "loading the metrics' weights")
+            writer = JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
+            scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
+            error = None
+            try:
+                for batch_rows, batch_failures in _score(decoded, scoring):
+                    rows += batch_rows
+                    failures += batch_failures
+                    if writer is not None:
+                        writer.write(batch_rows, batch_failures)
+                    if progress is not None:
+                        progress(len(batch_rows) + len(batch_failures))
+            except Exception as caught:  # noqa: BLE001 - every process must hear about it
+                error = caught
+        finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
+            decoded.cancel()
             if writer is not None:
-                writer.write(batch_rows, batch_failures)
-            if progress is not None:
-                progress(len(batch_rows) + len(batch_failures))
-    except Exception as caught:  # noqa: BLE001 - every process must hear about it
-        error = caught
-    finally:
-        if writer is not None:
-            writer.close()
+                writer.close()
     shard.agree(error, "scoring")
 
     result = _merge(shard, rows, failures, done, tuple(metrics), pairing, settings)
@@ -265,28 +275,45 @@ def _merge(
     return EvaluationResult(metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings)
 
 
-def _score_batches(
-    batches: list[list[str]], first: Path, second: Path, resize: Resize, scoring: _Scoring, workers: int
-) -> Iterator[tuple[list[Row], list[tuple[str, str]]]]:
-    """``(rows, failures)`` per batch, in order, decoding the next batches on threads meanwhile."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        in_flight: deque[list[Future[Union[Loaded, tuple[str, str]]]]] = deque()
-        try:
-            for index in range(len(batches)):
-                while len(in_flight) <= DECODE_AHEAD and index + len(in_flight) < len(batches):
-                    names = batches[index + len(in_flight)]
-                    in_flight.append([pool.submit(decode_pair, name, first, second, resize) for name in names])
-                decoded = [future.result() for future in in_flight.popleft()]
-                loaded = [item for item in decoded if not isinstance(item[1], str)]
-                failures = [item for item in decoded if isinstance(item[1], str)]
-                rows: list[Row] = []
-                for size_group in _same_size(loaded):  # type: ignore[arg-type]
-                    rows += scoring(size_group, failures)  # type: ignore[arg-type]
-                yield rows, failures  # type: ignore[misc]
-        finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
-            for futures in in_flight:
-                for future in futures:
-                    future.cancel()
+class _Prefetch:
+    """Decodes ``batches`` on ``pool``, :data:`DECODE_AHEAD` batches ahead of the one being read.
+
+    Decoding starts at construction, so the first batches are ready when scoring starts.
+    Iterating yields each batch's ``(loaded pairs, failures)`` in order.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, batches: list[list[str]], first: Path, second: Path, resize: Resize) -> None:
+        self.pool, self.batches, self.paths, self.resize = pool, batches, (first, second), resize
+        self.in_flight: deque[list[Future[Union[Loaded, tuple[str, str]]]]] = deque()
+        self.submitted = 0
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while len(self.in_flight) <= DECODE_AHEAD and self.submitted < len(self.batches):
+            names = self.batches[self.submitted]
+            self.in_flight.append([self.pool.submit(decode_pair, name, *self.paths, self.resize) for name in names])
+            self.submitted += 1
+
+    def __iter__(self) -> Iterator[tuple[list[Loaded], list[tuple[str, str]]]]:
+        while self.in_flight:
+            decoded = [future.result() for future in self.in_flight.popleft()]
+            self._top_up()
+            loaded = [item for item in decoded if not isinstance(item[1], str)]
+            yield loaded, [item for item in decoded if isinstance(item[1], str)]  # type: ignore[misc]
+
+    def cancel(self) -> None:
+        for futures in self.in_flight:
+            for future in futures:
+                future.cancel()
+
+
+def _score(decoded: _Prefetch, scoring: _Scoring) -> Iterator[tuple[list[Row], list[tuple[str, str]]]]:
+    """``(rows, failures)`` per batch, in order."""
+    for loaded, failures in decoded:
+        rows: list[Row] = []
+        for size_group in _same_size(loaded):
+            rows += scoring(size_group, failures)
+        yield rows, failures
 
 
 def _same_size(loaded: list[Loaded]) -> Iterator[list[Loaded]]:
