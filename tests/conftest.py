@@ -84,3 +84,22 @@ def images() -> tuple[torch.Tensor, torch.Tensor]:
     """A reproducible ``(2, 3, 64, 64)`` pred/target pair in [0, 1]."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(2, 3, 64, 64, generator=generator), torch.rand(2, 3, 64, 64, generator=generator)
+
+
+REAL_WEIGHTS_VARIABLE = "PERCEPTUAL_LOSS_REAL_WEIGHTS"
+
+
+@pytest.fixture(scope="session")
+def real_weights() -> Path:
+    """The folder of real weight files named by ``$PERCEPTUAL_LOSS_REAL_WEIGHTS`` (CI: ``../shared/weights``).
+
+    Tests that need perception (not only mechanics) take this fixture; without the folder they are
+    skipped, and the skip says why.
+    """
+    folder = os.environ.get(REAL_WEIGHTS_VARIABLE)
+    if not folder:
+        pytest.skip(f"real weights: set {REAL_WEIGHTS_VARIABLE} to a folder holding squeezenet1_1-real.pth and imgs/")
+    path = Path(folder)
+    if not (path / "squeezenet1_1-real.pth").is_file():
+        pytest.skip(f"real weights: {REAL_WEIGHTS_VARIABLE}={folder} holds no squeezenet1_1-real.pth")
+    return path

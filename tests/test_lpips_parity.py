@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Optional
 
 import lpips
 import pytest
@@ -12,16 +14,18 @@ from perceptual_loss import LPIPSLoss, lpips_distance, normalize_channels
 from perceptual_loss.losses.lpips import LPIPS_NETWORKS
 from perceptual_loss.weights import imagenet_weights_path
 
-_REFERENCES: dict[tuple[str, str], lpips.LPIPS] = {}
+_REFERENCES: dict[tuple[str, str, Optional[Path]], lpips.LPIPS] = {}
 
 
-def reference_lpips(net: str, version: str) -> lpips.LPIPS:
-    """``lpips.LPIPS`` with its shipped heads and the trunk weights from our hub cache file."""
-    key = (net, version)
+def reference_lpips(net: str, version: str, weights: Optional[Path] = None) -> lpips.LPIPS:
+    """``lpips.LPIPS`` with its shipped heads and the trunk weights of ``weights`` (default: our
+    hub cache file)."""
+    key = (net, version, weights)
     if key not in _REFERENCES:
         model = lpips.LPIPS(net=net, version=version, pnet_rand=True, verbose=False)
         backbone = LPIPS_NETWORKS[net][0]
-        state = torch.load(imagenet_weights_path(backbone), map_location="cpu", weights_only=True)
+        path = imagenet_weights_path(backbone) if weights is None else weights
+        state = torch.load(path, map_location="cpu", weights_only=True)
         features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         slices = [m for name, m in model.net.named_children() if name.startswith("slice")]
         for piece in slices:
