@@ -105,45 +105,60 @@ def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size
 def check_range(
     pred: Optional[Tensor], target: Optional[Tensor], input_range: tuple[float, float], warned: list[bool]
 ) -> None:
-    """Error if ``target`` is clearly outside ``input_range``; log a warning once for ``pred``.
+    """Error if data is clearly outside ``input_range``; log a warning once for a network's output.
 
-    The prediction only gets a warning: a network's output legitimately overshoots during training
-    and a days-long run should not die of it. The target is data, so a wrong range is a bug.
-    ``warned`` is a one-element list owned by the caller to warn only once. One host read in all.
+    A network's output legitimately overshoots during training, and a days-long run should not
+    die of it: ``pred``, and a ``target`` that requires grad (VQGAN-style code passes the
+    reconstruction second: ``loss(inputs, reconstructions)``), only get a warning. A ``target``
+    without grad is data, so a wrong range is a bug: an error. ``warned`` is a one-element list
+    owned by the caller to warn only once. One host read in all.
     """
     if torch.compiler.is_compiling():
         return
     low, high = input_range
     margin = RANGE_TOLERANCE * (high - low)
-    check_pred = pred is not None and not warned[0]
-    tensors = [x.detach() for x in (target, pred if check_pred else None) if x is not None]
-    if not tensors:
+    target_is_output = target is not None and target.requires_grad
+    outputs = [(name, x) for name, x in (("pred", pred), ("target", target if target_is_output else None)) if x is not None]
+    checked = [("target", target)] if target is not None and not target_is_output else []
+    if not warned[0]:
+        checked += outputs
+    if not checked:
         return
-    values = torch.stack([v for x in tensors for v in torch.aminmax(x)]).tolist()
-    if target is not None:
-        t_min, t_max = values[:2]
-        if not (math.isfinite(t_min) and math.isfinite(t_max)):
+    values = torch.stack([v for _, x in checked for v in torch.aminmax(x.detach())]).tolist()
+    for index, (name, _) in enumerate(checked):
+        v_min, v_max = values[2 * index : 2 * index + 2]
+        is_data = name == "target" and not target_is_output
+        if is_data and not (math.isfinite(v_min) and math.isfinite(v_max)):
             raise ValueError("target contains NaN or Inf values; check the data pipeline.")
-        if t_min < low - margin or t_max > high + margin:
+        if low - margin <= v_min and v_max <= high + margin:
+            continue
+        if is_data:
             raise ValueError(
-                f"target values span [{t_min:.3g}, {t_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "
-                f"{_range_hint(t_min, t_max, low, high)} Pass check_inputs=False to skip this check."
+                f"target values span [{v_min:.3g}, {v_max:.3g}], clearly outside input_range=({low:g}, {high:g}). "
+                f"{_range_hint(v_min, v_max, low, high)} Pass check_inputs=False to skip this check."
             )
-    if check_pred:
-        p_min, p_max = values[-2:]
-        if p_min < low - margin or p_max > high + margin:
-            warned[0] = True
-            logger.warning(
-                "pred values span [%.3g, %.3g], clearly outside input_range=(%g, %g). %s (warned once)",
-                p_min, p_max, low, high, _range_hint(p_min, p_max, low, high),
-            )
+        warned[0] = True
+        logger.warning(
+            "%s values span [%.3g, %.3g], clearly outside input_range=(%g, %g). %s (warned once)",
+            name, v_min, v_max, low, high, _range_hint(v_min, v_max, low, high, output=True),
+        )  # fmt: skip
+        return
 
 
-def _range_hint(v_min: float, v_max: float, low: float, high: float) -> str:
-    if v_max > 2 * max(abs(high), 1.0) and v_max <= 255.5:
+def _range_hint(v_min: float, v_max: float, low: float, high: float, output: bool = False) -> str:
+    """What the span suggests: 8-bit data, [-1, 1] data, or (for a network's output) overshoot."""
+    tolerance = RANGE_TOLERANCE
+    if v_min >= -tolerance and 20.0 <= v_max <= 255.0 + tolerance and high < 20.0:
         return "This looks like [0, 255] data: divide by 255, or set input_range=(0, 255)."
-    if v_min < low and v_min >= -1.0 - RANGE_TOLERANCE and (low, high) == (0.0, 1.0):
+    # An output overshooting (0, 1) a little (say to -0.4) is not [-1, 1] data; a tanh output reaches -1.
+    lowest = -0.75 if output else -tolerance
+    if (low, high) == (0.0, 1.0) and -1.0 - tolerance <= v_min < lowest and v_max <= 1.0 + tolerance:
         return "This looks like [-1, 1] data: use input_range=(-1, 1), or map it with (x + 1) / 2."
+    if output:
+        return (
+            "A network's output overshoots early in training, which is harmless then; if it persists, end the "
+            f"network with a bounded activation or clamp its output to ({low:g}, {high:g})."
+        )
     return f"Rescale the images to ({low:g}, {high:g}) or set input_range to their range."
 
 

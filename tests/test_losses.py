@@ -409,3 +409,48 @@ def test_target_with_nan_is_an_error(make, images) -> None:
     y[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="target contains NaN or Inf"):
         make()(x, y)
+
+
+def test_vqgan_order_an_overshooting_reconstruction_second_only_warns(make, images, caplog) -> None:
+    """taming/VQGAN call loss(inputs, reconstructions): the output, which requires grad, is second."""
+    x, y = images
+    loss = make(input_range=(-1, 1))
+    reconstruction = (1.6 * (2 * y - 1)).requires_grad_()  # a decoder without tanh overshoots
+    caplog.set_level(logging.WARNING, logger="perceptual_loss")
+    value = loss(2 * x - 1, reconstruction)
+    value.backward()
+    assert torch.isfinite(value) and reconstruction.grad is not None
+    loss(2 * x - 1, reconstruction)
+    warnings = [r for r in caplog.records if "target values span" in r.getMessage()]
+    assert len(warnings) == 1 and "[0, 255]" not in warnings[0].getMessage()
+    with pytest.raises(ValueError, match="target values span"):  # the same values as data: an error
+        loss(2 * x - 1, reconstruction.detach())
+
+
+@pytest.mark.parametrize(
+    ("span", "input_range", "expected", "not_expected"),
+    [
+        ((-1.99, 2.01), (-1.0, 1.0), "Rescale the images to (-1, 1)", "[0, 255]"),
+        ((0.0, 255.0), (0.0, 1.0), "[0, 255] data", "[-1, 1]"),
+        ((-1.0, 1.0), (0.0, 1.0), "[-1, 1] data", "[0, 255]"),
+    ],
+)
+def test_range_hints_name_the_likely_range(make, span, input_range, expected, not_expected) -> None:
+    low, high = span
+    target = torch.linspace(low, high, 3 * 32 * 32).view(1, 3, 32, 32)
+    pred = (input_range[0] + (input_range[1] - input_range[0]) * torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError) as error:
+        make(input_range=input_range)(pred, target)
+    assert expected in str(error.value) and not_expected not in str(error.value)
+
+
+@pytest.mark.parametrize("span", [(-0.4, 1.3), (-0.1, 1.6)])
+def test_an_overshooting_output_is_not_called_data(make, images, caplog, span) -> None:
+    """The SR demo's early outputs: a warning about overshoot, never "[-1, 1] data"."""
+    x, _ = images
+    low, high = span
+    pred = torch.linspace(low, high, x.numel()).view_as(x).requires_grad_()
+    caplog.set_level(logging.WARNING, logger="perceptual_loss")
+    make()(pred, x)
+    (message,) = [r.getMessage() for r in caplog.records if "values span" in r.getMessage()]
+    assert "overshoots" in message and "data" not in message
