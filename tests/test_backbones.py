@@ -127,12 +127,17 @@ def _gives_features(layers: nn.Sequential, size: int) -> bool:
 def test_frozen_eval_locked_and_out_of_state_dict() -> None:
     extractor = FeatureExtractor("alexnet", ["relu2"], weights=None)
     assert all(not p.requires_grad for p in extractor.parameters())
-    assert not extractor.training
-    extractor.train()
-    assert not extractor.training
+    assert all(m.training for m in extractor.modules())  # like any new module: nothing here reads it
+    x = torch.rand(2, 3, 48, 48)
+    expected = extractor(x)["relu2"]
     parent = nn.Sequential(nn.Conv2d(3, 3, 1), extractor)
     parent.train()
-    assert parent.training and not extractor.training
+    # The flag follows the parent (Lightning warns about modules left in eval mode), but every
+    # module here ignores it: the features are the same bit for bit.
+    assert parent.training and all(m.training for m in extractor.modules())
+    torch.testing.assert_close(extractor(x)["relu2"], expected, rtol=0, atol=0)
+    parent.eval()
+    assert not any(m.training for m in extractor.modules())
     assert list(parent.state_dict()) == ["0.weight", "0.bias"]
     assert extractor.state_dict() == {}
     assert list(extractor.buffers()) == [], "frozen tensors are parameters, so DDP does not re-broadcast them"

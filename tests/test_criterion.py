@@ -154,10 +154,14 @@ def test_state_dict_is_empty_and_frozen(images) -> None:
     criterion = CombinedLoss(**FULL)
     assert criterion.state_dict() == {}
     assert all(not p.requires_grad for p in criterion.parameters())
+    criterion.eval()
+    with torch.no_grad():
+        expected = criterion(images[0], images[1]).total
     criterion.train()
-    assert all(not m.training for e in criterion.extractors.values() for m in e.modules())
     pred = images[0].clone().requires_grad_(True)
-    criterion(pred, images[1]).total.backward()
+    total = criterion(pred, images[1]).total
+    total.backward()
+    torch.testing.assert_close(total.detach(), expected, rtol=0, atol=0)  # the mode changes nothing
     assert pred.grad is not None and all(p.grad is None for p in criterion.parameters())
 
 

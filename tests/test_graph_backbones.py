@@ -169,19 +169,43 @@ def test_batchnorm_and_dropout_stay_in_eval_mode_inside_a_training_parent() -> N
             self.body = nn.Conv2d(3, 3, 1)
             self.loss = PerceptualLoss(["layer1", "logits"], backbone="resnet18", weights=None)
 
-    model = Model().train()
-    assert model.training and not model.loss.extractor.training
-    assert not any(m.training for m in model.loss.extractor.modules())
+    model = Model().eval()
     x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        in_eval = model.loss(model.body(x), y)
+    model.train()
+    # ResNet's graph holds only modules that ignore the flag (BatchNorm is frozen), so the flag
+    # follows the parent and Lightning has nothing to warn about; the values do not change.
+    assert all(m.training for m in model.loss.extractor.modules())
     before = {k: v.clone() for k, v in model.loss.extractor.named_parameters()}
     first, second = model.loss(model.body(x), y), model.loss(model.body(x), y)
-    assert torch.equal(first, second)
+    assert torch.equal(first, second) and torch.equal(first.detach(), in_eval)
     assert all(torch.equal(v, before[k]) for k, v in model.loss.extractor.named_parameters()), "statistics unchanged"
     assert list(model.state_dict()) == ["body.weight", "body.bias"]
     assert list(model.loss.extractor.buffers()) == [], "frozen statistics are parameters: DDP does not re-broadcast them"
     pools = [m for m in model.loss.modules() if isinstance(m, nn.MaxPool2d)]
     assert pools and all(isinstance(m, MaxPool2dRecomputingIndices) for m in pools)
     assert [m for m in model.loss.modules() if isinstance(m, FrozenBatchNorm)]
+
+
+@pytest.mark.parametrize(
+    ("backbone", "tap", "pinned"),
+    [
+        ("efficientnet_b0", "features.3", {"StochasticDepth"}),
+        ("convnext_tiny", "features.3", {"StochasticDepth"}),
+        ("vit_b_16", "encoder.layers.encoder_layer_1", {"Dropout", "MultiheadAttention", "NonDynamicallyQuantizableLinear"}),
+    ],
+)
+def test_modules_that_may_read_the_mode_stay_in_eval_mode(backbone: str, tap: str, pinned: set[str]) -> None:
+    """Dropout, stochastic depth and attention keep eval behaviour inside a training parent."""
+    loss = PerceptualLoss([tap], backbone=backbone, weights=None, resize=224 if backbone == "vit_b_16" else None)
+    x, y = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        in_eval = loss(x, y)
+    nn.Sequential(nn.Conv2d(3, 3, 1), loss).train()
+    assert {type(m).__name__ for m in loss.modules() if not m.training} == pinned
+    with torch.no_grad():
+        assert torch.equal(loss(x, y), in_eval) and torch.equal(loss(x, y), in_eval)
 
 
 def test_two_terms_on_one_backbone_run_it_once_per_side() -> None:

@@ -211,9 +211,15 @@ class Generator(nn.Module):
 
 def test_frozen_and_eval_locked_inside_a_training_model(make) -> None:
     model = Generator(make())
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.criterion(x, y)
     model.train()
     assert model.training and model.criterion.training
-    assert all(not m.training for m in model.criterion.extractor.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.criterion(x, y), expected, rtol=0, atol=0)  # no dropout, no statistics
+    pinned = [n for n, m in model.criterion.named_modules() if not m.training]
+    assert pinned == [], f"the classic networks ignore the mode flag, so it follows the parent: {pinned}"
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["body.weight", "body.bias"]
 
 

@@ -104,7 +104,6 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen loss backbone, by design
     result = run(cfg, HydraConfig.get().runtime.output_dir)
     print("\n" + result.summary, flush=True)
     tail = result.losses[-10:]

@@ -227,7 +227,6 @@ def main(cfg: DictConfig) -> float | None:
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen loss backbones, by design
     result = run(cfg, HydraConfig.get().runtime.output_dir)
     if result.global_zero:
         print("\n" + result.table, flush=True)

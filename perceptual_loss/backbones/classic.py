@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.squeezenet import Fire
 
+from ..frozen import mode_free
 from ..weights import WeightsArg, load_backbone_state
 from .layers import L2Pool2d, hann_filter, saving_less_for_backward
 
@@ -71,6 +72,8 @@ L2_POOLED: dict[str, tuple[str, tuple[int, ...]]] = {"vgg16_l2pool": ("vgg16", (
 becomes an :class:`~.layers.L2Pool2d`). ``vgg16_l2pool`` is DISTS' trunk (pools 1-4)."""
 TAPS.update({name: TAPS[base] for name, (base, _) in L2_POOLED.items()})
 
+mode_free(Fire)  # conv, ReLU, cat: the same in both modes
+
 _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": models.vgg16,
     "vgg19": models.vgg19,
@@ -100,6 +103,7 @@ def features_index(backbone: str, tap: str) -> Optional[int]:
     return None
 
 
+@mode_free
 class TappedSequential(nn.Sequential):
     """``model.features[: deepest + 1]`` that returns ``{tap: output}`` of the tapped layers."""
 

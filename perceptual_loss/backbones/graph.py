@@ -38,6 +38,7 @@ import torchvision
 from torch import Tensor, fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
+from ..frozen import mode_free
 from .layers import FrozenBatchNorm, MaxPool2dRecomputingIndices
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ _VIEW_FUNCTIONS = frozenset(
     [operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
      torch.narrow, torch.chunk, torch.split, torch.unbind, torch.movedim, torch.t]
 )  # fmt: skip
+# torchvision's blocks that the trace keeps whole and whose forward never reads the mode flag.
+for _block in (torchvision.ops.SqueezeExcitation, torchvision.ops.Permute, torchvision.models.convnext.LayerNorm2d):
+    mode_free(_block)
+
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, torchvision.ops.StochasticDepth)
 """Modules that (in eval mode) may return their input itself or a view of it."""
 _INPLACE_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {

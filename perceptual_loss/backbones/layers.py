@@ -19,6 +19,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 from torchvision.models.squeezenet import Fire
 
+from ..frozen import mode_free
+
 
 def saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
     """Swap torchvision's max-pools and Fire modules for ones that compute the same values and
@@ -55,6 +57,7 @@ class _MaxPoolRecomputingIndices(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+@mode_free
 class MaxPool2dRecomputingIndices(nn.MaxPool2d):
     """``nn.MaxPool2d`` that keeps no int64 argmax for backward; it recomputes it there instead.
 
@@ -95,6 +98,7 @@ class _ReLUCat(torch.autograd.Function):
         return grad[:, : ctx.split], grad[:, ctx.split :]
 
 
+@mode_free
 class FireSharingOutput(Fire):
     """torchvision's SqueezeNet ``Fire`` whose expand activations are not kept twice for backward.
 
@@ -139,6 +143,7 @@ class _FrozenBatchNormFunction(torch.autograd.Function):
         return (grad * scale.view(shape).to(grad.dtype)).to(ctx.dtype), None, None, None, None, None
 
 
+@mode_free
 class FrozenBatchNorm(nn.Module):
     """A BatchNorm layer in eval mode for good: its running statistics are frozen parameters.
 
@@ -211,6 +216,7 @@ class _L2Pool(torch.autograd.Function):
         return grad_squares.mul_(x), None
 
 
+@mode_free
 class L2Pool2d(nn.Module):
     """DISTS' L2-pool (Ding et al., 2020): ``sqrt(hann3x3 * x^2 + eps)``, stride 2, padding 1.
 
