@@ -50,7 +50,7 @@ class LossOutput(NamedTuple):
 
 
 class CombinedLoss(nn.Module):
-    """Weighted sum of pixel, perceptual, style, LPIPS, total-variation and adversarial terms.
+    """Weighted sum of pixel, perceptual, style, LPIPS, DISTS, total-variation and adversarial terms.
 
     Args:
         l1, l2, charbonnier: weights of the pixel terms (0 = off). ``charbonnier_eps`` sets

@@ -65,7 +65,7 @@ def is_mode_free(module: nn.Module) -> bool:
 
 
 class FrozenModule(nn.Module):
-    """An ``nn.Module`` that is frozen, eval-locked and absent from checkpoints (see module doc)."""
+    """An ``nn.Module`` that is frozen, the same in train and eval mode, and absent from checkpoints (see module doc)."""
 
     _load_prefixes: set[str]
 

@@ -38,20 +38,24 @@ def ssim_y(pred: Tensor, target: Tensor, border: int = 0) -> Tensor:
 
 
 class SRMetrics(nn.Module):
-    """PSNR-Y, SSIM-Y (shaved by ``scale``) and LPIPS-alex of a batch.
+    """PSNR-Y, SSIM-Y (shaved by ``scale``) and LPIPS (alex by default) of a batch.
 
     Args:
         scale: SR factor, also the border shave.
+        lpips_net: LPIPS trunk, ``"alex"`` (the usual metric), ``"vgg"`` or ``"squeeze"``.
         lpips_weights: backbone weights for LPIPS (``"imagenet"`` | path | ``None`` = random, which
             makes the LPIPS column meaningless; see ``weights.py``). ``lpips=False`` skips LPIPS.
 
     The LPIPS network is frozen and, like every loss of the library, not in ``state_dict()``.
     """
 
-    def __init__(self, scale: int, lpips_weights: str | None = "imagenet", lpips: bool = True) -> None:
+    def __init__(
+        self, scale: int, lpips_weights: str | None = "imagenet", lpips: bool = True, lpips_net: str = "alex"
+    ) -> None:
         super().__init__()
         self.scale = int(scale)
-        self.lpips = LPIPSLoss(net="alex", reduction="none", weights=lpips_weights) if lpips else None
+        self.lpips_net = lpips_net
+        self.lpips = LPIPSLoss(net=lpips_net, reduction="none", weights=lpips_weights) if lpips else None
 
     @torch.no_grad()
     def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:

@@ -69,7 +69,7 @@ def build_criterion(loss_cfg: DictConfig) -> tuple[CombinedLoss, ResolvedWeights
 def build_metrics(cfg: DictConfig) -> tuple[SRMetrics, ResolvedWeights]:
     """Validation metrics; the LPIPS backbone follows ``metrics.lpips_weights``."""
     return build_with_weights(
-        lambda w: SRMetrics(cfg.scale, lpips_weights=w, lpips=cfg.metrics.lpips),
+        lambda w: SRMetrics(cfg.scale, lpips_weights=w, lpips=cfg.metrics.lpips, lpips_net=cfg.metrics.get("lpips_net", "alex")),
         cfg.metrics.lpips_weights,
         "the LPIPS metric",
     )
@@ -126,7 +126,7 @@ def format_table(result: RunResult) -> str:
         )
     lines += [
         f"validation: {d['val']} (Y channel BT.601, shave {d['scale']})",
-        f"{'method':10s} {'PSNR-Y (dB)':>12s} {'SSIM-Y':>8s} {'LPIPS-alex':>11s}{lpips_note}",
+        f"{'method':10s} {'PSNR-Y (dB)':>12s} {'SSIM-Y':>8s} {'LPIPS-' + d.get('lpips_net', 'alex'):>11s}{lpips_note}",
     ]
     for method in METHODS:
         values = [result.metrics.get(f"{method}_{k}") for k in METRICS]
@@ -150,7 +150,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResult:
         raise ValueError(f"data.scale={datamodule.scale} differs from scale={cfg.scale}; set scale=... only.")
     module, loss_weights, lpips_weights = build_module(cfg)
     heatmaps = (
-        LPIPSLoss(net="alex", spatial=True, reduction="none", weights=lpips_weights.arg, check_inputs=False)
+        LPIPSLoss(net=module.metrics.lpips_net, spatial=True, reduction="none", weights=lpips_weights.arg, check_inputs=False)
         if cfg.outputs.get("heatmaps")
         else None
     )
@@ -198,6 +198,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResult:
             "scale": str(cfg.scale),
             "model": f"{type(network).__name__} ({count_parameters(network) / 1e3:.1f}k params)",
             "loss": loss_terms,
+            "lpips_net": str(cfg.metrics.get("lpips_net", "alex")),
             "weights": _weights_line(loss_weights, lpips_weights, criterion, bool(cfg.metrics.lpips)),
             "val": f"{', '.join(datamodule.val_source.names)}"
             + (f" ({val_crop}x{val_crop} centre crops)" if val_crop else " (whole images)"),

@@ -32,11 +32,11 @@ Features = dict[str, Tensor]
 ``(N, L, C)`` for a transformer's tokens)."""
 
 INPUT = "input"
+"""The tap of the image itself, resized if ``resize`` and mapped to ``[0, 1]`` (DISTS' stage 0)."""
 INSIDE_UNSUPPORTED = (
     "mask_mode='inside' needs the receptive fields of the classic backbones (vgg16, vgg19, alexnet, "
     "squeezenet1_1, vgg16_l2pool) run without resize; {backbone} is not one: use mask_mode='area'."
 )
-"""The tap of the image itself, resized if ``resize`` and mapped to ``[0, 1]`` (DISTS' stage 0)."""
 
 
 @dataclass(frozen=True)

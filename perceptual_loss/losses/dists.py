@@ -21,7 +21,7 @@ DISTS_TAPS = (INPUT, "relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 class DISTSWeights(FrozenModule):
     """DISTS' trained ``alpha`` (structure) and ``beta`` (texture) weights, divided by their sum,
-    split per stage: frozen, eval-locked, out of ``state_dict``."""
+    split per stage: frozen, the same in both modes, out of ``state_dict``."""
 
     def __init__(self, alpha: Tensor, beta: Tensor) -> None:
         super().__init__()

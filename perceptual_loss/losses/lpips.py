@@ -96,7 +96,7 @@ class LPIPSLoss(FeatureLoss):
 
     ``LPIPS(x, y) = sum_l mean_{h,w} w_l . (n(phi_l(x)) - n(phi_l(y)))^2`` with ``n`` the
     channel-wise unit normalisation and ``w_l`` the linear heads that the ``lpips`` package ships,
-    loaded strictly. Trunk and heads are frozen and eval-locked (no dropout), and out of
+    loaded strictly. Trunk and heads are frozen and the same in train and eval mode (no dropout), and out of
     ``state_dict``. One difference from ``lpips``: ``eps`` sits inside the square root of the
     normalisation (:func:`perceptual_loss.normalize_channels`), so an all-zero feature vector
     gives a finite gradient instead of NaN.
