@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torchvision
@@ -223,7 +222,9 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed steps per case (default 10)")
 
 
-def parse_with_cases(parser: argparse.ArgumentParser, known: Iterable[str], default: Iterable[str], note: str = "") -> argparse.Namespace:
+def parse_with_cases(
+    parser: argparse.ArgumentParser, known: Iterable[str], default: Iterable[str], note: str = ""
+) -> argparse.Namespace:
     """Add ``--cases`` (a comma list from ``known``) and ``--out``, parse, and check the cases."""
     known = list(known)
     parser.add_argument("--cases", default=",".join(default), help="comma list of: " + ", ".join(known) + note)
@@ -246,7 +247,7 @@ def step_header(args: argparse.Namespace, device: torch.device, load_before: flo
     )
 
 
-def emit_report(sections: list[str], skipped: list[str], out: Optional[Path]) -> None:
+def emit_report(sections: list[str], skipped: list[str], out: Path | None) -> None:
     """Print the report (sections separated by blank lines) and write it to ``out`` if given."""
     report = "\n\n".join(sections)
     if skipped:
@@ -254,4 +255,3 @@ def emit_report(sections: list[str], skipped: list[str], out: Optional[Path]) ->
     print(report)
     if out:
         out.write_text(report + "\n")
-

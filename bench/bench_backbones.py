@@ -42,7 +42,7 @@ import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torchvision
@@ -52,9 +52,9 @@ from _common import (
     Inputs,
     Step,
     add_step_arguments,
-    parse_with_cases,
     describe_device,
     emit_report,
+    parse_with_cases,
     peak_mb,
     time_steps,
 )
@@ -75,7 +75,7 @@ class Case:
     backbone: str
     taps: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
-    size: Optional[int] = None
+    size: int | None = None
 
     @property
     def distance(self) -> str:

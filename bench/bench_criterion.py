@@ -178,7 +178,6 @@ def format_table(keys: list[str], ms: dict[str, float], mb: dict[str, float]) ->
     return "\n".join(lines)
 
 
-
 NOTES = (
     "All weights random (weights=None; lpips pnet_rand=True; piq reads a random vgg16 file from a temporary "
     "TORCH_HOME): speed and memory do not depend on weight values.\n"

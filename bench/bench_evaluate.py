@@ -377,7 +377,18 @@ def main() -> None:
         cli_options = ["--net", args.net, "--batch-size", str(args.batch_size), "--device", args.device, "--quiet"]
         script = Path(tmp) / "lpips_2dirs.py"
         script.write_text(SEED_SCRIPT)
-        script_command = [sys.executable, str(script), "-d0", str(dir0), "-d1", str(dir1), "-o", str(out), "--net", args.net]
+        script_command = [
+            sys.executable,
+            str(script),
+            "-d0",
+            str(dir0),
+            "-d1",
+            str(dir1),
+            "-o",
+            str(out),
+            "--net",
+            args.net,
+        ]
         script_command += ["--use_gpu"] if args.device.startswith("cuda") else []
         imports = "import torch, torchvision; import perceptual_loss.losses"
         end_to_end = time_commands(

@@ -73,7 +73,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_sharded_") as tmp, random_torch_home(["alexnet"]):
         root = Path(tmp)
         dir0, dir1 = write_pairs(root, args.pairs, args.size, noise=0.05)
-        base = [sys.executable, "-m", "perceptual_loss", "eval", str(dir0), str(dir1), "--metrics", args.metrics, "--quiet"]
+        base = [
+            sys.executable,
+            "-m",
+            "perceptual_loss",
+            "eval",
+            str(dir0),
+            str(dir1),
+            "--metrics",
+            args.metrics,
+            "--quiet",
+        ]
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.processes}"]
         torchrun += ["-m", "perceptual_loss", *base[3:]]
         env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}

@@ -54,7 +54,6 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from _common import (
@@ -64,9 +63,9 @@ from _common import (
     Inputs,
     Step,
     add_step_arguments,
-    parse_with_cases,
     emit_report,
     floor_step,
+    parse_with_cases,
     peak_mb,
     step_header,
     time_steps,
@@ -143,7 +142,7 @@ SKIPPABLE = (ImportError, MissingWeightsError)
 """Errors that mean "this case cannot run here" (a peer or lpips' head files missing)."""
 
 
-def loss_step(case: Case, inputs: Inputs, device: torch.device) -> tuple[Step, Optional[float]]:
+def loss_step(case: Case, inputs: Inputs, device: torch.device) -> tuple[Step, float | None]:
     """``loss(pred, target).mean().backward()`` (``.mean()``: lpips returns ``(N, 1, 1, 1)``).
 
     Also returns the MB of what the loss keeps of the target through the step (its prepared target:
@@ -171,7 +170,7 @@ def loss_step(case: Case, inputs: Inputs, device: torch.device) -> tuple[Step, O
     return step, kept
 
 
-def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]], kept: dict[str, Optional[float]]) -> str:
+def format_table(rows: list[tuple[Case, dict[str, float], dict[str, float]]], kept: dict[str, float | None]) -> str:
     """One row per case: the loss against its floor in the default layout and in channels_last."""
     lines = [
         "| case | floor | ms floor | ms floor CL | ms loss | ratio | ratio CL "
@@ -205,7 +204,9 @@ NOTES = (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
-    return parse_with_cases(parser, CASE_BY_KEY, (case.key for case in CASES), " (default: all but *-compiled and *-masked)")
+    return parse_with_cases(
+        parser, CASE_BY_KEY, (case.key for case in CASES), " (default: all but *-compiled and *-masked)"
+    )
 
 
 def main() -> None:
@@ -214,7 +215,7 @@ def main() -> None:
     device = torch.device(args.device)
     inputs = Inputs.random((args.batch, 3, args.size, args.size), device)
     steps: dict[str, Step] = {}
-    kept: dict[str, Optional[float]] = {}
+    kept: dict[str, float | None] = {}
     skipped: list[str] = []
     for case in (CASE_BY_KEY[key] for key in args.cases):
         try:

@@ -68,7 +68,9 @@ def profile_step(step: Step, device: torch.device, steps: int, top: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_step_arguments(parser)
-    parser.add_argument("--cases", default="lpips-alex,style-vgg16", help=f"comma list of: {', '.join(c.key for c in CASES)}")
+    parser.add_argument(
+        "--cases", default="lpips-alex,style-vgg16", help=f"comma list of: {', '.join(c.key for c in CASES)}"
+    )
     parser.add_argument("--steps", type=int, default=5, help="profiled steps per case (default 5)")
     parser.add_argument("--top", type=int, default=15, help="operators listed per case (default 15)")
     args = parser.parse_args()

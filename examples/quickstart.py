@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         before, after = train(loss, hr, lr, args.steps)
         down = after < before
         all_down &= down
-        print(f"{name:36s} {before:10.4g} {after:10.4g}  {'yes' if down else 'NO ':5s}  {time.perf_counter() - start:6.1f}", flush=True)
+        print(
+            f"{name:36s} {before:10.4g} {after:10.4g}  {'yes' if down else 'NO ':5s}  {time.perf_counter() - start:6.1f}",
+            flush=True,
+        )
     return 0 if all_down else 1
 
 

@@ -24,7 +24,7 @@ kind                    generator                                              d
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ def _bce(logits: Tensor, label: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
 
-def generator_loss(fake_logits: Tensor, real_logits: Optional[Tensor] = None, kind: AdversarialKind = "vanilla") -> Tensor:
+def generator_loss(fake_logits: Tensor, real_logits: Tensor | None = None, kind: AdversarialKind = "vanilla") -> Tensor:
     """The generator's adversarial loss (minimise it); ``real_logits`` only for ``"relativistic"``.
 
     Shape: logits of any shape (e.g. ``(N, 1)`` or a PatchGAN ``(N, 1, h, w)``) -> ``()``.

@@ -19,11 +19,12 @@ and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import __version__
 
@@ -53,11 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--net", default="alex", choices=["alex", "vgg", "squeeze"], help="LPIPS trunk (default: alex)")
     ev.add_argument("--version", dest="lpips_version", default="0.1", choices=["0.1", "0.0"], help="LPIPS version")
     ev.add_argument("--batch-size", type=int, default=8, help="pairs of equal size scored together (default: 8)")
-    ev.add_argument("--workers", type=int, help="threads decoding images (default: this process's share of the cores, at most 8)")
-    ev.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: each process's own GPU), cuda:1, ... (default: cpu)")
-    ev.add_argument("--output", type=Path, help="write per-pair rows and the summary to a .csv or .json file (atomically)")
     ev.add_argument(
-        "--journal", type=Path, help="folder recording each scored pair as it is scored (default: OUTPUT.journal with --output)"
+        "--workers", type=int, help="threads decoding images (default: this process's share of the cores, at most 8)"
+    )
+    ev.add_argument(
+        "--device", default="cpu", help="cpu, cuda (under torchrun: each process's own GPU), cuda:1, ... (default: cpu)"
+    )
+    ev.add_argument(
+        "--output", type=Path, help="write per-pair rows and the summary to a .csv or .json file (atomically)"
+    )
+    ev.add_argument(
+        "--journal",
+        type=Path,
+        help="folder recording each scored pair as it is scored (default: OUTPUT.journal with --output)",
     )
     ev.add_argument("--resume", action="store_true", help="finish the run recorded in the journal (same settings)")
     ev.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on BT.601 luma (SR convention)")
@@ -65,12 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--resize", choices=["bicubic"], help="resize DIR1's image to DIR0's size when they differ")
     ev.add_argument("--strict", action="store_true", help="files present in only one folder are an error")
     ev.add_argument("--weights", default="imagenet", help="LPIPS trunk weights: imagenet (default) or a file path")
-    ev.add_argument("--timeout", type=float, default=1800.0, help="under torchrun: seconds to wait for the other processes")
+    ev.add_argument(
+        "--timeout", type=float, default=1800.0, help="under torchrun: seconds to wait for the other processes"
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -120,10 +131,8 @@ def _evaluate(args: argparse.Namespace, metrics: list[str], rank: int) -> int:
     say = print if rank == 0 else _silent  # every process computes the result; rank 0 reports it
     total = None  # under torchrun rank 0's bar counts its own share: how many, it learns later
     if not launched_by_torchrun():
-        try:
+        with contextlib.suppress(EvaluationError):  # evaluate_folders reports it
             total = len(pair_folders(args.dir0, args.dir1).both)
-        except EvaluationError:
-            pass  # evaluate_folders reports it
     try:
         bar = _progress_bar(total, disable=args.quiet or rank != 0)
         result = evaluate_folders(
@@ -142,7 +151,9 @@ def _evaluate(args: argparse.Namespace, metrics: list[str], rank: int) -> int:
         return _fail(str(error), rank)
     except KeyboardInterrupt:
         journal = args.journal or (f"{args.output}.journal" if args.output is not None else None)
-        kept = f"; the scored pairs are kept in {journal}: run the same command with --resume to finish" if journal else ""
+        kept = (
+            f"; the scored pairs are kept in {journal}: run the same command with --resume to finish" if journal else ""
+        )
         return _fail(f"interrupted{kept}", rank, code=130)
     for row in result.rows:
         say("  ".join([str(row["name"])] + [f"{m}={float(row[m]):.4f}" for m in result.metrics]))
@@ -160,7 +171,7 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _fail(message: str, rank: Optional[int] = None, code: int = 2) -> int:
+def _fail(message: str, rank: int | None = None, code: int = 2) -> int:
     prefix = f"[rank {rank}] " if rank else ""
     print(f"{prefix}error: {message}", file=sys.stderr)
     return code
@@ -172,7 +183,7 @@ def _print_unmatched(only_first: list[str], only_second: list[str]) -> None:
             print(f"{label}: {name}", file=sys.stderr)
 
 
-def _progress_bar(total: Optional[int], disable: bool):  # noqa: ANN202 - tqdm is optional
+def _progress_bar(total: int | None, disable: bool):
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with lpips

@@ -14,7 +14,7 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Optional, Union, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +95,7 @@ class CombinedLoss(nn.Module):
 
     min_size: int
     input_range: tuple[float, float]
-    adversarial: Optional[dict[str, Any]]
+    adversarial: dict[str, Any] | None
     same_size: bool
 
     def __init__(
@@ -103,17 +103,17 @@ class CombinedLoss(nn.Module):
         l1: float = 0.0,
         l2: float = 0.0,
         charbonnier: float = 0.0,
-        perceptual: Optional[Mapping[str, Any]] = None,
-        style: Optional[Mapping[str, Any]] = None,
-        lpips: Optional[Mapping[str, Any]] = None,
+        perceptual: Mapping[str, Any] | None = None,
+        style: Mapping[str, Any] | None = None,
+        lpips: Mapping[str, Any] | None = None,
         tv: float = 0.0,
-        adversarial: Optional[Mapping[str, Any]] = None,
+        adversarial: Mapping[str, Any] | None = None,
         weights: WeightsArg = "imagenet",
         input_range: Sequence[float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
         charbonnier_eps: float = 1e-3,
-        dists: Optional[Mapping[str, Any]] = None,
+        dists: Mapping[str, Any] | None = None,
         mask_mode: MaskMode = "area",
     ) -> None:
         super().__init__()
@@ -141,6 +141,7 @@ class CombinedLoss(nn.Module):
         self._views: dict[str, list[str]] = {}
         keys: dict[tuple[View, Any], str] = {}
         for name, comparison in self.comparisons.items():
+            assert isinstance(comparison, Comparison)
             term_weights = term_backbone_weights[name]
             view = (comparison.view.resolved(term_weights), _hashable(term_weights))
             if view not in keys:
@@ -159,10 +160,12 @@ class CombinedLoss(nn.Module):
         self.mask_mode = mask_mode
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
-        fixed_sizes = {self._extractor(k).fixed_size for k in self._views} - {None}
+        fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}
         if len(fixed_sizes) > 1:
-            raise ValueError(f"Terms need different fixed input sizes {sorted(fixed_sizes)}: give each of them resize=.")  # type: ignore[type-var]
-        self.fixed_size: Optional[int] = next(iter(fixed_sizes), None)
+            raise ValueError(
+                f"Terms need different fixed input sizes {sorted(fixed_sizes)}: give each of them resize=."
+            )
+        self.fixed_size: int | None = next(iter(fixed_sizes), None)
         self.same_size = bool(self.pixel_weights) or any(c.same_size for c in self.comparisons.values())
         if not (self.pixel_weights or self.comparisons or self.tv_weight or self.adversarial):
             raise ValueError("CombinedLoss has no term: give at least one non-zero weight, e.g. l1=1.0.")
@@ -177,7 +180,7 @@ class CombinedLoss(nn.Module):
         """Terms that compare against a target (pixel and backbone terms; not TV/adversarial)."""
         return list(self._target_terms)
 
-    def set_target(self, target: Tensor, terms: Optional[Sequence[str]] = None) -> None:
+    def set_target(self, target: Tensor, terms: Sequence[str] | None = None) -> None:
         """Cache a fixed target for ``terms`` (default: every term with a target).
 
         Backbone terms keep only what they compare against (e.g. Gram matrices for style), so
@@ -191,7 +194,9 @@ class CombinedLoss(nn.Module):
         terms = list(self.target_terms if terms is None else terms)
         unknown = [t for t in terms if t not in self.target_terms]
         if unknown:
-            raise ValueError(f"Cannot cache a target for {unknown}: this criterion's target terms are {self.target_terms}.")
+            raise ValueError(
+                f"Cannot cache a target for {unknown}: this criterion's target terms are {self.target_terms}."
+            )
         target = check_image(target, "target", self.grayscale).detach()
         check_size(target, "target", self.min_size, "this criterion's layers", self.fixed_size)
         if self.check_inputs:
@@ -214,12 +219,16 @@ class CombinedLoss(nn.Module):
         cached = self._cached[term]
         sample = cached if isinstance(cached, Tensor) else next(iter(cached.values()))
         if sample.device != like.device:
-            cached = cached.to(like.device) if isinstance(cached, Tensor) else {k: v.to(like.device) for k, v in cached.items()}
+            cached = (
+                cached.to(like.device)
+                if isinstance(cached, Tensor)
+                else {k: v.to(like.device) for k, v in cached.items()}
+            )
             self._cached[term] = cached
         return cached
 
     def _prepare_targets(
-        self, extractor: FeatureExtractor, terms: list[str], target: Tensor, mask: Optional[Tensor] = None
+        self, extractor: FeatureExtractor, terms: list[str], target: Tensor, mask: Tensor | None = None
     ) -> dict[str, Any]:
         """One target pass (no autograd unless ``target`` requires grad), prepared for each term.
 
@@ -232,20 +241,20 @@ class CombinedLoss(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def adversarial_active(self, step: Optional[int]) -> bool:
+    def adversarial_active(self, step: int | None) -> bool:
         """Whether the adversarial term counts at ``step`` (after its warm-up)."""
         return self.adversarial is not None and (step is None or step >= self.adversarial["start_step"])
 
     def forward(
         self,
         pred: Tensor,
-        target: Optional[Tensor] = None,
+        target: Tensor | None = None,
         *,
-        fake_logits: Optional[Tensor] = None,
-        real_logits: Optional[Tensor] = None,
-        step: Optional[int] = None,
-        last_layer: Optional[Tensor] = None,
-        mask: Optional[Tensor] = None,
+        fake_logits: Tensor | None = None,
+        real_logits: Tensor | None = None,
+        step: int | None = None,
+        last_layer: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> LossOutput:
         """Weighted total and detached parts.
 
@@ -291,28 +300,43 @@ class CombinedLoss(nn.Module):
             # The target first: its taps that no term kept are freed before pred's forward pass
             # saves its activations.
             pred_features = extractor(pred)
-            masks = None if mask is None else tap_masks(extractor, mask, pred_features, list(pred_features), self.mask_mode)
+            masks = (
+                None if mask is None else tap_masks(extractor, mask, pred_features, list(pred_features), self.mask_mode)
+            )
             for member in members:
-                add(member, self.term_weights[member], self._comparison(member)(pred_features, prepared[member], size, masks).mean())
+                add(
+                    member,
+                    self.term_weights[member],
+                    self._comparison(member)(pred_features, prepared[member], size, masks).mean(),
+                )
         if self.tv_weight:
             add("tv", self.tv_weight, total_variation(pred, mask).mean())
         if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
             adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
-            adversarial_weight: Union[Tensor, float] = self.adversarial["weight"]
+            adversarial_weight: Tensor | float = self.adversarial["weight"]
             if self.adversarial["adaptive"] and torch.is_grad_enabled():
                 if last_layer is None:
-                    raise ValueError("adaptive adversarial weight needs last_layer=<the generator's last layer weight>.")
+                    raise ValueError(
+                        "adaptive adversarial weight needs last_layer=<the generator's last layer weight>."
+                    )
                 factor = adaptive_weight(total, adversarial, last_layer, self.adversarial["max_weight"])
                 adversarial_weight = adversarial_weight * factor
                 parts["adversarial_weight"] = factor
             parts["adversarial"] = adversarial.detach()
             total = total + adversarial_weight * adversarial
-        elif self.adversarial is not None and fake_logits is None and torch.is_grad_enabled() and not self._warned_adversarial:
+        elif (
+            self.adversarial is not None
+            and fake_logits is None
+            and torch.is_grad_enabled()
+            and not self._warned_adversarial
+        ):
             self._warned_adversarial = True
-            logger.warning("CombinedLoss has an adversarial term but forward() got no fake_logits: the term is left out.")
+            logger.warning(
+                "CombinedLoss has an adversarial term but forward() got no fake_logits: the term is left out."
+            )
         return LossOutput(total, parts)
 
-    def _check(self, pred: Tensor, target: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    def _check(self, pred: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
         uncached = [t for t in self._target_terms if t not in self._cached]
         if target is None:
             if uncached:
@@ -325,7 +349,9 @@ class CombinedLoss(nn.Module):
                 grayscale=self.grayscale, same_size=self.same_size, fixed_size=self.fixed_size,
             )  # fmt: skip
         if self.extractors:
-            check_module_compatible(pred, pred if target is None else target, self._extractor(next(iter(self._views))).scale)
+            check_module_compatible(
+                pred, pred if target is None else target, self._extractor(next(iter(self._views))).scale
+            )
         if self.check_inputs:
             check_range(pred, target, self.input_range, self._warned)
         return pred, target
@@ -346,7 +372,7 @@ class CombinedLoss(nn.Module):
         return ", ".join(terms)
 
 
-def _term_configs(kind: str, config: Optional[Mapping[str, Any]]) -> list[tuple[str, float, dict[str, Any]]]:
+def _term_configs(kind: str, config: Mapping[str, Any] | None) -> list[tuple[str, float, dict[str, Any]]]:
     """``[(part name, weight, options)]`` of one kind of term: none, one, or several named ones.
 
     ``{"weight": w, ...options}`` is one term named ``kind``; ``{"vgg": {...}, "logits": {...}}``
@@ -373,7 +399,9 @@ def _term_configs(kind: str, config: Optional[Mapping[str, Any]]) -> list[tuple[
 
 def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
     if options.get("spatial"):
-        raise ValueError(f"{kind}.spatial is not supported in CombinedLoss (it sums scalar terms); use the loss's own spatial=True.")
+        raise ValueError(
+            f"{kind}.spatial is not supported in CombinedLoss (it sums scalar terms); use the loss's own spatial=True."
+        )
     try:
         return _COMPARISONS[kind](**options)
     except TypeError as error:
@@ -387,7 +415,7 @@ def _hashable(weights: WeightsArg) -> Any:
     return str(weights) if isinstance(weights, os.PathLike) else weights
 
 
-def _parse_adversarial(config: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+def _parse_adversarial(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if config is None:
         return None
     options = {"weight": 1.0, "kind": "vanilla", "adaptive": False, "start_step": 0, "max_weight": 1e4}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ def feature_distance(
     target: Mapping[str, Tensor],
     layer_weights: Mapping[str, float],
     distance: Distance = "l1",
-    masks: Optional[Mapping[str, Tensor]] = None,
+    masks: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Weighted feature-reconstruction distance (Johnson et al., 2016).
 
@@ -68,13 +68,17 @@ def feature_distance(
     Returns:
         ``(N,)``, one value per sample (0 where a sample's mask is empty).
     """
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     for name, weight in layer_weights.items():
         mask = None if masks is None else masks[name]
         if distance == "normalized_l2":
             p, t = _float(pred[name]), _float(target[name])
             per_position = (normalize_channels(p) - normalize_channels(t)).square().sum(dim=1, keepdim=True)
-            value = weight * (masked_mean(per_position, mask) if mask is not None else per_position.mean(dim=tuple(range(1, per_position.dim()))))
+            value = weight * (
+                masked_mean(per_position, mask)
+                if mask is not None
+                else per_position.mean(dim=tuple(range(1, per_position.dim())))
+            )
         else:
             value = weight * _MeanDistance.apply(pred[name], target[name], distance == "l2", mask)
         total = value if total is None else total + value
@@ -95,11 +99,13 @@ def feature_distance_map(
     ``normalized_l2``) is spread over the pixels it stands for by :func:`area_upsample`, so
     the map's mean over the image equals :func:`feature_distance` exactly, for any ``H, W``.
     """
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     for name, weight in layer_weights.items():
         p, t = _float(pred[name]), _float(target[name])
         if p.dim() != 4:
-            raise ValueError(f"spatial=True needs spatial feature maps, but tap {name!r} is {p.dim()}-D (logits or tokens).")
+            raise ValueError(
+                f"spatial=True needs spatial feature maps, but tap {name!r} is {p.dim()}-D (logits or tokens)."
+            )
         if distance == "normalized_l2":
             per_position = (normalize_channels(p) - normalize_channels(t)).square().sum(dim=1, keepdim=True)
         else:
@@ -169,7 +175,7 @@ class _MeanDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pred: Tensor, target: Tensor, squared: bool, mask: Optional[Tensor]) -> Tensor:  # type: ignore[override]
+    def forward(ctx, pred: Tensor, target: Tensor, squared: bool, mask: Tensor | None) -> Tensor:  # type: ignore[override]
         diff = _float(pred) - _float(target)
         dims = tuple(range(1, diff.dim()))
         ctx.squared, ctx.dtypes = squared, (pred.dtype, target.dtype)
@@ -187,7 +193,7 @@ class _MeanDistance(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
+    def backward(ctx, grad_value: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         saved, *weighted = ctx.saved_tensors
         denominator = ctx.denominator if not weighted else weighted[1]
         scale = (grad_value * (2.0 if ctx.squared else 1.0) / denominator).view(-1, *[1] * (saved.dim() - 1))
@@ -197,7 +203,7 @@ class _MeanDistance(torch.autograd.Function):
         return grad_pred, grad_target, None, None
 
 
-def gram_matrix(features: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def gram_matrix(features: Tensor, mask: Tensor | None = None) -> Tensor:
     """Normalised Gram matrix ``F F^T / (C * H * W)`` of ``(N, C, H, W)`` features -> ``(N, C, C)``.
 
     With a ``(N or 1, 1, H, W)`` ``mask`` of weights ``m``, the weighted Gram matrix
@@ -250,7 +256,7 @@ class _GramMatrix(torch.autograd.Function):
     def forward(ctx, features: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(features)
         rows = _as_rows(_float(features))
-        n, c, h, w = features.shape
+        _, c, h, w = features.shape
         with torch.autocast(device_type=features.device.type, enabled=False):
             product = _split_k_gram(rows) if features.is_cuda else torch.bmm(rows.transpose(1, 2), rows)
             return product.div_(c * h * w)
@@ -269,7 +275,7 @@ class _GramMatrix(torch.autograd.Function):
         return grad.to(features.dtype)
 
 
-def gram_matrices(features: Mapping[str, Tensor], masks: Optional[Mapping[str, Tensor]] = None) -> dict[str, Tensor]:
+def gram_matrices(features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """:func:`gram_matrix` of each tap (mask-weighted with ``masks``): ``{tap: (N, C, C)}``."""
     return {name: gram_matrix(f, None if masks is None else masks[name]) for name, f in features.items()}
 
@@ -279,7 +285,7 @@ def style_distance(
     target_grams: Mapping[str, Tensor],
     layer_weights: Mapping[str, float],
     distance: Distance = "l2",
-    masks: Optional[Mapping[str, Tensor]] = None,
+    masks: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Weighted Gram-matrix (style) distance (Gatys et al., 2016).
 
@@ -295,7 +301,7 @@ def style_distance(
     Returns:
         ``(N,)``, one value per sample.
     """
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     for name, weight in layer_weights.items():
         diff = gram_matrix(pred[name], None if masks is None else masks[name]) - target_grams[name]
         value = weight * _elementwise(diff, distance).mean(dim=(1, 2))
@@ -363,7 +369,7 @@ class _LPIPSLayer(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_value: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None, None]:  # type: ignore[override]
+    def backward(ctx, grad_value: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         features, target, head, inv_norm = ctx.saved_tensors
         f = _float(features)
         # e = w (n - t) with n = f * inv_norm;  value = sum_c w (n - t)^2 per pixel, so
@@ -384,9 +390,9 @@ def lpips_distance(
     pred: Mapping[str, Tensor],
     target_normalized: Mapping[str, Tensor],
     heads: Mapping[str, Tensor],
-    spatial_size: Optional[tuple[int, int]] = None,
+    spatial_size: tuple[int, int] | None = None,
     eps: float = LPIPS_EPS,
-    masks: Optional[Mapping[str, Tensor]] = None,
+    masks: Mapping[str, Tensor] | None = None,
     upsample: Literal["area", "bilinear"] = "area",
 ) -> Tensor:
     """LPIPS (Zhang et al., 2018) from raw prediction features and normalised target features.
@@ -412,7 +418,7 @@ def lpips_distance(
     Returns:
         ``(N,)``, or ``(N, 1, H, W)`` with ``spatial_size`` (see ``upsample``).
     """
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     for name, head in heads.items():
         target = target_normalized[name]
         weighted = _LPIPSLayer.apply(pred[name], _float(target), head, eps)
@@ -454,10 +460,14 @@ class _Moments(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def forward(ctx, x: Tensor, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         fx, fy = _float(x), _float(y)
         with _outside_autocast(fx.device.type):
-            weights = None if mask is None else _float(mask) / _float(mask).sum(dim=(1, 2, 3), keepdim=True).clamp_min(MASK_EPS)
+            weights = (
+                None
+                if mask is None
+                else _float(mask) / _float(mask).sum(dim=(1, 2, 3), keepdim=True).clamp_min(MASK_EPS)
+            )
 
             def weighted_mean(t: Tensor) -> Tensor:
                 return t.mean(dim=(2, 3)) if weights is None else (t * weights).sum(dim=(2, 3))
@@ -475,7 +485,7 @@ class _Moments(torch.autograd.Function):
     @once_differentiable
     def backward(  # type: ignore[override]
         ctx, g_mean_x: Tensor, g_mean_y: Tensor, g_var_x: Tensor, g_var_y: Tensor, g_cov: Tensor
-    ) -> tuple[Optional[Tensor], Optional[Tensor], None]:
+    ) -> tuple[Tensor | None, Tensor | None, None]:
         x, y, mean_x, mean_y, *weights = ctx.saved_tensors
 
         # p (g_mean + 2 g_var (f - mean) + g_cov (other - other_mean)) == a f + b other + c, with
@@ -498,7 +508,7 @@ def dists_distance(
     target: Mapping[str, Tensor],
     alpha: Mapping[str, Tensor],
     beta: Mapping[str, Tensor],
-    masks: Optional[Mapping[str, Tensor]] = None,
+    masks: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """DISTS (Ding, Ma, Wang, Simoncelli, 2020) from two feature dicts.
 
@@ -517,9 +527,11 @@ def dists_distance(
     Returns:
         ``(N,)``, one distance per sample (0 for identical images).
     """
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     for name, a in alpha.items():
-        mean_x, mean_y, var_x, var_y, cov = _Moments.apply(pred[name], target[name], None if masks is None else masks[name])
+        mean_x, mean_y, var_x, var_y, cov = _Moments.apply(
+            pred[name], target[name], None if masks is None else masks[name]
+        )
         structure = (2 * mean_x * mean_y + DISTS_C1) / (mean_x.square() + mean_y.square() + DISTS_C1)
         texture = (2 * cov + DISTS_C2) / (var_x + var_y + DISTS_C2)
         value = (structure * a.to(structure.dtype)).sum(dim=1) + (texture * beta[name].to(texture.dtype)).sum(dim=1)

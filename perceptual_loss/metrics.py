@@ -26,7 +26,9 @@ def crop_border(images: Tensor, border: int) -> Tensor:
     if border <= 0:
         return images
     if min(images.shape[-2:]) <= 2 * border:
-        raise ValueError(f"Cannot crop {border} pixels from each side of a {images.shape[-2]}x{images.shape[-1]} image.")
+        raise ValueError(
+            f"Cannot crop {border} pixels from each side of a {images.shape[-2]}x{images.shape[-1]} image."
+        )
     return images[..., border:-border, border:-border]
 
 

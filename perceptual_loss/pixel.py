@@ -9,7 +9,7 @@ mask-weighted mean (0 for an empty mask).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,21 +24,21 @@ def _diff(pred: Tensor, target: Tensor) -> Tensor:
     return pred.to(dtype) - target.to(dtype)
 
 
-def _mean(values: Tensor, mask: Optional[Tensor]) -> Tensor:
+def _mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return values.mean(dim=(1, 2, 3)) if mask is None else masked_mean(values, mask)
 
 
-def l1_distance(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def l1_distance(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean absolute difference per sample: ``(N, C, H, W) x2 -> (N,)``."""
     return _mean(_diff(pred, target).abs(), mask)
 
 
-def l2_distance(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def l2_distance(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean squared difference per sample: ``(N, C, H, W) x2 -> (N,)``."""
     return _mean(_diff(pred, target).square(), mask)
 
 
-def charbonnier_distance(pred: Tensor, target: Tensor, eps: float = 1e-3, mask: Optional[Tensor] = None) -> Tensor:
+def charbonnier_distance(pred: Tensor, target: Tensor, eps: float = 1e-3, mask: Tensor | None = None) -> Tensor:
     """Charbonnier (smooth L1) ``mean sqrt((pred - target)^2 + eps^2)`` per sample -> ``(N,)``.
 
     ``eps`` is inside the square root, so the gradient is finite at ``pred == target``.
@@ -46,7 +46,7 @@ def charbonnier_distance(pred: Tensor, target: Tensor, eps: float = 1e-3, mask: 
     return _mean((_diff(pred, target).square() + eps * eps).sqrt(), mask)
 
 
-def total_variation(images: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+def total_variation(images: Tensor, mask: Tensor | None = None) -> Tensor:
     """Anisotropic total variation ``mean |dx| + mean |dy|`` per sample: ``(N, C, H, W) -> (N,)``.
 
     Needs ``H, W >= 2``. With a mask, a neighbour difference weighs the product of its two
@@ -56,7 +56,9 @@ def total_variation(images: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     dy, dx = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs(), (x[:, :, :, 1:] - x[:, :, :, :-1]).abs()
     if mask is None:
         return dx.mean(dim=(1, 2, 3)) + dy.mean(dim=(1, 2, 3))
-    return masked_mean(dx, mask[:, :, :, 1:] * mask[:, :, :, :-1]) + masked_mean(dy, mask[:, :, 1:, :] * mask[:, :, :-1, :])
+    return masked_mean(dx, mask[:, :, :, 1:] * mask[:, :, :, :-1]) + masked_mean(
+        dy, mask[:, :, 1:, :] * mask[:, :, :-1, :]
+    )
 
 
 PIXEL_DISTANCES: dict[str, Callable[..., Tensor]] = {

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-Grayscale = Optional[Literal["repeat"]]
+Grayscale = Literal["repeat"] | None
 
 RANGE_TOLERANCE = 0.25
 """Values may leave ``input_range`` by this fraction of its width before the range check fires:
@@ -56,7 +56,7 @@ def check_pair(
     *,
     min_size: int,
     layers_note: str,
-    fixed_size: Optional[int] = None,
+    fixed_size: int | None = None,
     grayscale: Grayscale = None,
     same_size: bool = True,
 ) -> tuple[Tensor, Tensor]:
@@ -78,7 +78,9 @@ def check_pair(
     if pred.device != target.device:
         raise ValueError(f"pred is on {pred.device} but target is on {target.device}; move both to one device.")
     if same_size and pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}.")
+        raise ValueError(
+            f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
     if not same_size and target.shape[0] not in (1, pred.shape[0]):
         raise ValueError(
             f"target must have batch size 1 or the same as pred ({pred.shape[0]}); got {tuple(target.shape)}."
@@ -88,7 +90,7 @@ def check_pair(
     return pred, target
 
 
-def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size: Optional[int] = None) -> None:
+def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size: int | None = None) -> None:
     """``x``'s height and width are at least ``min_size`` (exactly ``fixed_size`` if given)."""
     if fixed_size is not None and tuple(x.shape[-2:]) != (fixed_size, fixed_size):
         raise ValueError(
@@ -103,7 +105,7 @@ def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size
 
 
 def check_range(
-    pred: Optional[Tensor], target: Optional[Tensor], input_range: tuple[float, float], warned: list[bool]
+    pred: Tensor | None, target: Tensor | None, input_range: tuple[float, float], warned: list[bool]
 ) -> None:
     """Error if data is clearly outside ``input_range``; log a warning once for a network's output.
 
@@ -118,7 +120,9 @@ def check_range(
     low, high = input_range
     margin = RANGE_TOLERANCE * (high - low)
     target_is_output = target is not None and target.requires_grad
-    outputs = [(name, x) for name, x in (("pred", pred), ("target", target if target_is_output else None)) if x is not None]
+    outputs = [
+        (name, x) for name, x in (("pred", pred), ("target", target if target_is_output else None)) if x is not None
+    ]
     checked = [("target", target)] if target is not None and not target_is_output else []
     if not warned[0]:
         checked += outputs
@@ -165,7 +169,9 @@ def _range_hint(v_min: float, v_max: float, low: float, high: float, output: boo
 def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> None:
     """Inputs must be on the loss's device and, outside autocast, of its dtype."""
     if pred.device != reference.device:
-        raise ValueError(f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r}).")
+        raise ValueError(
+            f"Inputs are on {pred.device} but the loss is on {reference.device}; call loss.to({str(pred.device)!r})."
+        )
     if not torch.is_autocast_enabled(pred.device.type):
         for name, x in (("pred", pred), ("target", target)):
             if x.dtype != reference.dtype:
@@ -175,7 +181,7 @@ def check_module_compatible(pred: Tensor, target: Tensor, reference: Tensor) -> 
                 )
 
 
-def check_mask(mask: Optional[Tensor], pred: Tensor, check_values: bool, warned: list[bool]) -> Optional[Tensor]:
+def check_mask(mask: Tensor | None, pred: Tensor, check_values: bool, warned: list[bool]) -> Tensor | None:
     """Check a mask against the (checked) prediction; returns it as a float tensor, or ``None``.
 
     A mask is ``(N, 1, H, W)`` or ``(1, 1, H, W)`` at the images' size, on their device, bool or
@@ -192,7 +198,12 @@ def check_mask(mask: Optional[Tensor], pred: Tensor, check_values: bool, warned:
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask must be a torch.Tensor of shape (N, 1, H, W) or None; got {type(mask).__name__}.")
     n, _, height, width = pred.shape
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n) or tuple(mask.shape[-2:]) != (height, width):
+    if (
+        mask.dim() != 4
+        or mask.shape[1] != 1
+        or mask.shape[0] not in (1, n)
+        or tuple(mask.shape[-2:]) != (height, width)
+    ):
         raise ValueError(
             f"mask must have shape ({n}, 1, {height}, {width}) or (1, 1, {height}, {width}) to match pred "
             f"{tuple(pred.shape)}; got {tuple(mask.shape)}. Use mask[:, None] for (N, H, W) masks."
@@ -204,7 +215,9 @@ def check_mask(mask: Optional[Tensor], pred: Tensor, check_values: bool, warned:
     elif not mask.is_floating_point():
         raise TypeError(f"mask has dtype {mask.dtype}; pass bool, or float weights in [0, 1].")
     if check_values and not torch.compiler.is_compiling():
-        low, high, empty = torch.stack([mask.min(), mask.max(), (mask.flatten(1).sum(1) == 0).any().to(mask.dtype)]).tolist()
+        low, high, empty = torch.stack(
+            [mask.min(), mask.max(), (mask.flatten(1).sum(1) == 0).any().to(mask.dtype)]
+        ).tolist()
         if math.isnan(low) or math.isnan(high):
             raise ValueError("mask contains NaN; masks are weights in [0, 1].")
         if low < 0 or high > 1:

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -36,7 +36,7 @@ from torchvision import models
 
 logger = logging.getLogger(__name__)
 
-WeightsArg = Union[str, os.PathLike, None]
+WeightsArg = str | os.PathLike | None
 """``"imagenet"`` | a weights enum member name such as ``"IMAGENET1K_V2"`` | path to a local file |
 ``None`` (random, for tests only)."""
 
@@ -61,7 +61,7 @@ class InvalidWeightsError(ValueError):
     """A weights file is unreadable, or its keys or shapes do not match the architecture."""
 
 
-def weights_enum(backbone: str, weights: str) -> Optional[models.WeightsEnum]:
+def weights_enum(backbone: str, weights: str) -> models.WeightsEnum | None:
     """The torchvision weights entry that ``weights`` names for ``backbone``, or ``None`` for a path.
 
     ``"imagenet"`` is :data:`IMAGENET_WEIGHTS` for the classic four and the model's ``DEFAULT``
@@ -145,7 +145,7 @@ def _load_torchvision(backbone: str, enum: models.WeightsEnum) -> Mapping[str, T
         # Not cached: torchvision's weights API downloads it into the torch hub cache and
         # verifies the file's hash.
         return enum.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the fix in the message
+    except Exception as error:
         if exists:
             raise InvalidWeightsError(
                 f"Could not read the cached ImageNet weights of {backbone} at {cached} "
@@ -182,7 +182,7 @@ def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
         raise MissingWeightsError(f"The {what} file {str(path)!r} does not exist. Check the path.")
     try:
         state = _torch_load(path)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+    except Exception as error:
         raise InvalidWeightsError(
             f"Could not read the {what} file {str(path)!r} with torch.load(weights_only=True) "
             f"({type(error).__name__}; details above). Expected a state dict (names to tensors) saved "
@@ -197,7 +197,9 @@ def _load_file(path: Path, what: str) -> Mapping[str, Tensor]:
     return state
 
 
-_LEGACY_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 """DenseNet files keep pre-0.4 key names (``norm.1``); torchvision renames them when loading."""
 
 
@@ -235,7 +237,9 @@ def _checked(
             f"Nothing was loaded."
         )
     wrong = [
-        f"{k}: {tuple(v.shape)} (expected {tuple(wanted[k].shape)})" for k, v in given.items() if v.shape != wanted[k].shape
+        f"{k}: {tuple(v.shape)} (expected {tuple(wanted[k].shape)})"
+        for k, v in given.items()
+        if v.shape != wanted[k].shape
     ]
     if wrong:
         raise InvalidWeightsError(

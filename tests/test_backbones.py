@@ -35,14 +35,21 @@ def test_every_tap_names_the_right_torchvision_layer(backbone: str) -> None:
         features = getattr(models, weights_name(backbone))(weights=None).features
     table = TAPS[backbone]
     assert sorted(table.values()) == list(range(len(features))), "every layer has exactly one name"
-    kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d, "fire": Fire}  # torchvision's: L2-pools replace max-pools
+    kinds = {
+        "conv": nn.Conv2d,
+        "relu": nn.ReLU,
+        "pool": nn.MaxPool2d,
+        "fire": Fire,
+    }  # torchvision's: L2-pools replace max-pools
     for name, index in table.items():
         kind = next(k for k in kinds if name.startswith(k))
         assert isinstance(features[index], kinds[kind]), (name, index, features[index])
 
 
 def test_unknown_layer_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match="relu_2_2.*Nearest valid names: relu2_2.*valid names: conv1_1, relu1_1") as info:
+    with pytest.raises(
+        ValueError, match="relu_2_2.*Nearest valid names: relu2_2.*valid names: conv1_1, relu1_1"
+    ) as info:
         FeatureExtractor("vgg16", ["relu_2_2"], weights=None)
     assert "relu5_3" in str(info.value)
 
@@ -156,7 +163,9 @@ def _conv_weights(extractor: FeatureExtractor) -> list[torch.Tensor]:
 def test_cpu_and_cuda_run_channels_last_other_devices_keep_the_default_layout() -> None:
     extractor = FeatureExtractor("squeezenet1_1", ["fire3"], weights=None)
     weights = [w for w in _conv_weights(extractor) if w.shape[-1] > 1]  # 1x1 kernels: both layouts at once
-    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
+    assert weights and all(
+        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights
+    )
     features = extractor(torch.rand(2, 3, 40, 40))["fire3"]
     assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
     extractor.to(torch.float64)  # any _apply re-picks the layout: still CPU, still channels_last
@@ -185,7 +194,7 @@ def test_pools_and_fires_keep_less_for_backward_and_match_torchvision(backbone: 
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
     ours_saved = saved_tensors(lambda: outputs.update(ours=extractor(ours_x)[tap]))
-    normalized = lambda: (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)  # noqa: E731
+    normalized = lambda: (ref_x * extractor.scale + extractor.shift).contiguous(memory_format=torch.channels_last)
     fire_outputs: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda m, i, o: fire_outputs.append(o)) for m in reference if isinstance(m, Fire)]
     ref_saved = saved_tensors(lambda: outputs.update(ref=reference(normalized())))

@@ -75,7 +75,9 @@ def test_one_extractor_and_one_pass_per_side_for_vgg_terms(images) -> None:
 
 def test_views_that_differ_get_their_own_extractor(images) -> None:
     criterion = CombinedLoss(
-        perceptual={"layers": ["relu1_2"], "backbone": "vgg19"}, lpips={"net": "vgg", "version": "0.0"}, style={"layers": ["relu1_1"]}
+        perceptual={"layers": ["relu1_2"], "backbone": "vgg19"},
+        lpips={"net": "vgg", "version": "0.0"},
+        style={"layers": ["relu1_1"]},
     )
     views = sorted((e.backbone, round(float(e.shift[0, 0]), 3)) for e in criterion.extractors.values())
     assert views == [("vgg16", -2.118), ("vgg16", -1.0), ("vgg19", -2.118)]
@@ -210,7 +212,9 @@ def test_hydra_config_builds_it(images) -> None:
         """
     )
     criterion = hydra_utils.instantiate(config)
-    reference = CombinedLoss(l1=1.0, perceptual={"layers": ["relu2_2", "relu3_3"], "weight": 0.1}, lpips={"net": "vgg", "weight": 0.1})
+    reference = CombinedLoss(
+        l1=1.0, perceptual={"layers": ["relu2_2", "relu3_3"], "weight": 0.1}, lpips={"net": "vgg", "weight": 0.1}
+    )
     torch.testing.assert_close(criterion(*images).total, reference(*images).total)
 
 
@@ -230,12 +234,16 @@ class TinyGenerator(nn.Module):
 def test_adaptive_weight_matches_the_vqgan_formula(images) -> None:
     x, y = images
     generator, discriminator = TinyGenerator(), nn.Sequential(nn.Conv2d(3, 1, 4, stride=4))
-    criterion = CombinedLoss(l1=1.0, perceptual={"layers": ["relu1_2"]}, adversarial={"kind": "hinge", "weight": 0.5, "adaptive": True})
+    criterion = CombinedLoss(
+        l1=1.0, perceptual={"layers": ["relu1_2"]}, adversarial={"kind": "hinge", "weight": 0.5, "adaptive": True}
+    )
     pred = generator(x)
     fake = discriminator(pred)
     total, parts = criterion(pred, y, fake_logits=fake, last_layer=generator.last.weight)
     reconstruction = parts["l1"] + parts["perceptual"]
-    rec = torch.autograd.grad((pred - y).abs().mean() + PerceptualLoss(["relu1_2"])(pred, y), generator.last.weight, retain_graph=True)[0]
+    rec = torch.autograd.grad(
+        (pred - y).abs().mean() + PerceptualLoss(["relu1_2"])(pred, y), generator.last.weight, retain_graph=True
+    )[0]
     adv = torch.autograd.grad(-fake.mean(), generator.last.weight, retain_graph=True)[0]
     expected = (rec.norm() / (adv.norm() + 1e-4)).clamp(0, 1e4)
     torch.testing.assert_close(parts["adversarial_weight"], expected, rtol=1e-5, atol=0)

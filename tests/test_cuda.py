@@ -252,4 +252,6 @@ def test_evaluator_on_device_equals_the_cpu(tmp_path: Path) -> None:
     for row_device, row_cpu in zip(on_device.rows, on_cpu.rows):
         assert row_device["name"] == row_cpu["name"]
         for metric in ("lpips", "psnr", "ssim"):
-            assert abs(float(row_device[metric]) - float(row_cpu[metric])) <= 1e-5 * max(1.0, abs(float(row_cpu[metric])))
+            assert abs(float(row_device[metric]) - float(row_cpu[metric])) <= 1e-5 * max(
+                1.0, abs(float(row_cpu[metric]))
+            )

@@ -12,7 +12,6 @@ from torch import nn
 
 from perceptual_loss import DISTSLoss, LPIPSLoss, PerceptualLoss, StyleLoss
 
-
 CRITERIA = {
     "vgg16": lambda: PerceptualLoss(["relu2_2"], weights=None),
     # traced, with BatchNorm: its statistics are frozen parameters, so nothing is re-broadcast

@@ -33,7 +33,10 @@ def reference() -> torch.nn.Module:
 
 def photographs(height: int, width: int) -> torch.Tensor:
     """Three photographs scikit-image ships, cropped to ``height x width``, in [0, 1]."""
-    crops = [image[40 : 40 + height, 60 : 60 + width] for image in (skimage_data.astronaut(), skimage_data.coffee(), skimage_data.chelsea())]
+    crops = [
+        image[40 : 40 + height, 60 : 60 + width]
+        for image in (skimage_data.astronaut(), skimage_data.coffee(), skimage_data.chelsea())
+    ]
     return torch.stack([torch.from_numpy(c.copy()).permute(2, 0, 1) for c in crops]).float() / 255
 
 
@@ -153,7 +156,10 @@ def test_missing_or_wrong_alpha_beta_file_names_the_problem(tmp_path: Path) -> N
         DISTSLoss(weights=None, dists_weights=tmp_path / "nope.pt")
     wrong_keys = tmp_path / "keys.pt"
     torch.save({"alpha": torch.zeros(1, 1475, 1, 1)}, wrong_keys)
-    with pytest.raises(InvalidWeightsError, match=r"keys.pt has keys \['alpha'\]; expected keys 'alpha' and 'beta', each of shape \(1, 1475, 1, 1\)"):
+    with pytest.raises(
+        InvalidWeightsError,
+        match=r"keys.pt has keys \['alpha'\]; expected keys 'alpha' and 'beta', each of shape \(1, 1475, 1, 1\)",
+    ):
         DISTSLoss(weights=None, dists_weights=wrong_keys)
     wrong_shape = tmp_path / "shape.pt"
     torch.save({"alpha": torch.zeros(1, 1472, 1, 1), "beta": torch.zeros(1, 1475, 1, 1)}, wrong_shape)
@@ -166,7 +172,9 @@ def test_missing_package_says_how_to_get_the_weights(monkeypatch: pytest.MonkeyP
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "DISTS_pytorch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "DISTS_pytorch" else real(name, *a)
+    )
     with pytest.raises(MissingWeightsError, match=r"pip install 'perceptual-loss\[dists\]'"):
         DISTSLoss(weights=None)
 

@@ -145,7 +145,7 @@ def test_python_block(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     try:
         with torch.random.fork_rng(), contextlib.redirect_stdout(printed):
             torch.manual_seed(0)
-            exec(code, {"__name__": "__docs__"})  # noqa: S102 - running the docs is the point
+            exec(code, {"__name__": "__docs__"})
     finally:
         torch.set_num_threads(threads)
     if block.output is not None:

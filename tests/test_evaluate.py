@@ -31,7 +31,13 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
     """out/ and gt/ with 5 pairs (two sizes, one in a subfolder, jpg and png) plus extras."""
     rng = np.random.default_rng(0)
     out, gt = tmp_path / "out", tmp_path / "gt"
-    for name, size in [("a.png", (48, 40)), ("b.png", (48, 40)), ("c.png", (64, 64)), ("sub/d.png", (48, 40)), ("e.jpg", (40, 52))]:
+    for name, size in [
+        ("a.png", (48, 40)),
+        ("b.png", (48, 40)),
+        ("c.png", (64, 64)),
+        ("sub/d.png", (48, 40)),
+        ("e.jpg", (40, 52)),
+    ]:
         reference = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         noisy = np.clip(reference.astype(int) + rng.integers(-20, 21, reference.shape), 0, 255).astype(np.uint8)
         save(gt / name, reference)

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -141,7 +141,7 @@ def _worker(rank: int, world: int, init_file: str, report: str, scenario: str, k
         kwargs.pop("other", None)
         result = evaluate_folders(**kwargs)
         outcome = {"rows": result.rows, "failures": result.failures, "seconds": time.monotonic() - started}
-    except Exception as error:  # noqa: BLE001 - reported to the test
+    except Exception as error:
         outcome = {"error": f"{type(error).__name__}: {error}", "seconds": time.monotonic() - started}
         outcome["traceback"] = traceback.format_exc()
     Path(report, f"rank{rank}.json").write_text(json.dumps(outcome))
@@ -151,12 +151,14 @@ def _fail_after_first_batch(count: int) -> None:
     raise RuntimeError("stopped on purpose after one batch")
 
 
-def spawn(tmp_path: Path, world: int, scenario: str, **kwargs: Any) -> list[Optional[dict[str, Any]]]:
+def spawn(tmp_path: Path, world: int, scenario: str, **kwargs: Any) -> list[dict[str, Any] | None]:
     report = tmp_path / f"report_{scenario}"
     report.mkdir()
     context = mp.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(rank, world, str(tmp_path / f"init_{scenario}"), str(report), scenario, kwargs))
+        context.Process(
+            target=_worker, args=(rank, world, str(tmp_path / f"init_{scenario}"), str(report), scenario, kwargs)
+        )
         for rank in range(world)
     ]
     for process in processes:
@@ -197,7 +199,9 @@ def test_a_folder_missing_on_one_node_stops_every_process(tmp_path: Path) -> Non
     out, gt = make_folders(tmp_path, 7)
     outcomes = spawn(tmp_path, 2, "unreadable", **api_kwargs(out, gt, timeout=30))
     assert outcomes[1] is not None and "does not exist" in outcomes[1]["error"]
-    assert outcomes[0] is not None and outcomes[0]["error"].startswith("EvaluationError: rank 1 failed while pairing the folders")
+    assert outcomes[0] is not None and outcomes[0]["error"].startswith(
+        "EvaluationError: rank 1 failed while pairing the folders"
+    )
     assert "does not exist" in outcomes[0]["error"]
 
 
@@ -250,7 +254,7 @@ class Stop(BaseException):
     """Stands for Ctrl-C (a BaseException, like KeyboardInterrupt) at a chosen batch."""
 
 
-def stop_after(batches: int):  # noqa: ANN201
+def stop_after(batches: int):
     calls = []
 
     def progress(count: int) -> None:
@@ -295,7 +299,9 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path: Path) -> None:
     result = evaluate_folders(out, gt, batch_size=3, workers=1, output=output, resume=True)
     assert [row["name"] for row in result.rows] == [row["name"] for row in expected.rows]
     for row, reference in zip(result.rows, expected.rows):
-        assert {m: row[m] for m in ("lpips", "psnr", "ssim")} == pytest.approx({m: reference[m] for m in ("lpips", "psnr", "ssim")}, rel=1e-6)
+        assert {m: row[m] for m in ("lpips", "psnr", "ssim")} == pytest.approx(
+            {m: reference[m] for m in ("lpips", "psnr", "ssim")}, rel=1e-6
+        )
     assert result.failures == expected.failures
 
 
@@ -310,7 +316,9 @@ def test_a_line_cut_by_a_crash_is_scored_again(tmp_path: Path) -> None:
     assert result.rows == evaluate_folders(out, gt, batch_size=2).rows
 
 
-def test_cli_ctrl_c_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ctrl_c_then_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from perceptual_loss.evaluate import run
 
     out, gt = make_folders(tmp_path, 7)
@@ -318,7 +326,7 @@ def test_cli_ctrl_c_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert run_cli(out, gt, "--output", expected) == 1
     original, calls = run._Scoring.__call__, []
 
-    def interrupted(self, items, failures):  # noqa: ANN001, ANN202
+    def interrupted(self, items, failures):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
@@ -369,7 +377,7 @@ def test_output_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Monkey
     path = tmp_path / "result.csv"
     path.write_text("the previous result\n")
 
-    def crash(source, target):  # noqa: ANN001, ANN202
+    def crash(source, target):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)

@@ -80,7 +80,10 @@ def test_every_tap_equals_a_forward_hook_on_torchvision_bit_for_bit(name: str, t
 def test_normalisation_is_the_weights_own() -> None:
     extractor = FeatureExtractor("resnet18", ["conv1"], weights=None, input_range=(-1, 1))
     x = torch.rand(1, 3, 16, 16) * 2 - 1
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     torch.testing.assert_close(extractor.normalize(x), ((x + 1) / 2 - mean) / std, rtol=1e-6, atol=1e-6)
     features_mean, features_std = default_normalization("vgg16", "IMAGENET1K_FEATURES")
     assert features_std == pytest.approx((1 / 255,) * 3) and features_mean == pytest.approx((0.48235, 0.45882, 0.40784))
@@ -145,7 +148,9 @@ def test_available_taps_are_torchvision_node_names_and_logits() -> None:
         _, eval_nodes = get_graph_node_names(models.resnet18())
     assert available_taps("resnet18") == [*eval_nodes[1:], "logits"]  # all but the input 'x'
     assert available_taps("vgg16")[:2] == ["conv1_1", "relu1_1"] and "features.15" in available_taps("vgg16")
-    assert {"resnet50", "convnext_small", "efficientnet_b0", "vit_b_16", "swin_t", "regnet_y_400mf"} <= set(list_backbones())
+    assert {"resnet50", "convnext_small", "efficientnet_b0", "vit_b_16", "swin_t", "regnet_y_400mf"} <= set(
+        list_backbones()
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,7 +187,9 @@ def test_batchnorm_and_dropout_stay_in_eval_mode_inside_a_training_parent() -> N
     assert torch.equal(first, second) and torch.equal(first.detach(), in_eval)
     assert all(torch.equal(v, before[k]) for k, v in model.loss.extractor.named_parameters()), "statistics unchanged"
     assert list(model.state_dict()) == ["body.weight", "body.bias"]
-    assert list(model.loss.extractor.buffers()) == [], "frozen statistics are parameters: DDP does not re-broadcast them"
+    assert list(model.loss.extractor.buffers()) == [], (
+        "frozen statistics are parameters: DDP does not re-broadcast them"
+    )
     pools = [m for m in model.loss.modules() if isinstance(m, nn.MaxPool2d)]
     assert pools and all(isinstance(m, MaxPool2dRecomputingIndices) for m in pools)
     assert [m for m in model.loss.modules() if isinstance(m, FrozenBatchNorm)]
@@ -193,7 +200,11 @@ def test_batchnorm_and_dropout_stay_in_eval_mode_inside_a_training_parent() -> N
     [
         ("efficientnet_b0", "features.3", {"StochasticDepth"}),
         ("convnext_tiny", "features.3", {"StochasticDepth"}),
-        ("vit_b_16", "encoder.layers.encoder_layer_1", {"Dropout", "MultiheadAttention", "NonDynamicallyQuantizableLinear"}),
+        (
+            "vit_b_16",
+            "encoder.layers.encoder_layer_1",
+            {"Dropout", "MultiheadAttention", "NonDynamicallyQuantizableLinear"},
+        ),
     ],
 )
 def test_modules_that_may_read_the_mode_stay_in_eval_mode(backbone: str, tap: str, pinned: set[str]) -> None:
@@ -222,7 +233,9 @@ def test_two_terms_on_one_backbone_run_it_once_per_side() -> None:
     total, parts = criterion(pred, target)
     assert len(calls) == 2, "one pass for pred, one for target"
     assert sorted(parts) == ["perceptual/deep", "perceptual/shallow", "style"]
-    torch.testing.assert_close(total, parts["perceptual/shallow"] + 0.5 * parts["perceptual/deep"] + 2.0 * parts["style"])
+    torch.testing.assert_close(
+        total, parts["perceptual/shallow"] + 0.5 * parts["perceptual/deep"] + 2.0 * parts["style"]
+    )
     shared = extractor(pred)["layer3"], extractor(target)["layer3"]
     torch.testing.assert_close(parts["perceptual/deep"], (shared[0] - shared[1]).abs().mean())
 
@@ -240,7 +253,9 @@ def test_terms_with_another_input_policy_or_backbone_get_their_own_pass() -> Non
     assert len(criterion.extractors) == 4, "alexnet, vgg16, resnet18 at 48 px, resnet18 as given"
     total, parts = criterion(torch.rand(2, 3, 40, 40), torch.rand(2, 3, 40, 40))
     assert sorted(parts) == ["lpips", "perceptual/features", "perceptual/logits", "perceptual/vgg"]
-    expected = parts["lpips"] + parts["perceptual/vgg"] + 0.1 * parts["perceptual/logits"] + parts["perceptual/features"]
+    expected = (
+        parts["lpips"] + parts["perceptual/vgg"] + 0.1 * parts["perceptual/logits"] + parts["perceptual/features"]
+    )
     torch.testing.assert_close(total, expected)
 
 
@@ -251,7 +266,10 @@ def test_resize_and_logits_follow_the_maskbit_formula(torchvision_weights) -> No
     model = models.resnet18()
     model.load_state_dict(torch.load(path, weights_only=True))
     model.eval()
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
 
     def logits(images: Tensor) -> Tensor:
         resized = F.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
@@ -280,7 +298,9 @@ def test_too_small_images_name_the_minimum() -> None:
 
 
 def test_unknown_tap_lists_the_nearest_names() -> None:
-    with pytest.raises(ValueError, match=r"Unknown layer name 'layer4.2.relu2' for resnet50\. Nearest valid names: layer4\.2\.relu_2"):
+    with pytest.raises(
+        ValueError, match=r"Unknown layer name 'layer4.2.relu2' for resnet50\. Nearest valid names: layer4\.2\.relu_2"
+    ):
         PerceptualLoss(["layer4.2.relu2"], backbone="resnet50", weights=None)
 
 
@@ -297,7 +317,10 @@ def test_weights_by_enum_name_and_a_clear_error_when_missing(torchvision_weights
         extractor = FeatureExtractor("resnet50", ["conv1"], weights=member)
         expected = torch.load(path, weights_only=True)["conv1.weight"]
         assert torch.equal(extractor.layers.conv1.weight, expected), member
-    with pytest.raises(MissingWeightsError, match=r"mobilenet_v3_small-047dcff4\.pth.*weights='/path/to/mobilenet_v3_small-047dcff4\.pth'"):
+    with pytest.raises(
+        MissingWeightsError,
+        match=r"mobilenet_v3_small-047dcff4\.pth.*weights='/path/to/mobilenet_v3_small-047dcff4\.pth'",
+    ):
         FeatureExtractor("mobilenet_v3_small", ["features.1"])
 
 
@@ -310,7 +333,9 @@ class Encoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
-        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Dropout(0.5))
+        self.block = nn.Sequential(
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Dropout(0.5)
+        )
         self.head = nn.Linear(16, 4)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -409,7 +434,10 @@ def test_monai_recipe_equals_its_formula(torchvision_weights) -> None:
     model = models.resnet50()
     model.load_state_dict(torch.load(path, weights_only=True))
     trunk = nn.Sequential(*list(model.children())[:-2]).eval()  # up to layer4, whose last op is relu_2
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
 
     def normalize_tensor(f: Tensor, eps: float = 1e-10) -> Tensor:
         return f / (torch.sqrt(torch.sum(f**2, dim=1, keepdim=True)) + eps)
@@ -420,7 +448,9 @@ def test_monai_recipe_equals_its_formula(torchvision_weights) -> None:
     torch.testing.assert_close(loss(x, y), expected.mean(), rtol=1e-5, atol=1e-7)
     logits = PerceptualLoss(["logits"], backbone="resnet18", distance="normalized_l2", weights=None, reduction="none")
     assert logits(x, y).shape == (2,)
-    with pytest.raises(ValueError, match=r"Unknown distance 'normalized_l2' for StyleComparison; choose one of \('l1', 'l2'\)"):
+    with pytest.raises(
+        ValueError, match=r"Unknown distance 'normalized_l2' for StyleComparison; choose one of \('l1', 'l2'\)"
+    ):
         StyleLoss(["layer1"], backbone="resnet18", distance="normalized_l2", weights=None)
 
 

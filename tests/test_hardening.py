@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from perceptual_loss import CombinedLoss, DISTSLoss, FeatureExtractor, InvalidWeightsError, LPIPSLoss, PerceptualLoss, StyleLoss
+from perceptual_loss import (
+    CombinedLoss,
+    DISTSLoss,
+    FeatureExtractor,
+    InvalidWeightsError,
+    LPIPSLoss,
+    PerceptualLoss,
+    StyleLoss,
+)
 from perceptual_loss.weights import imagenet_weights_path
 
 SHALLOW_TAPS = ["relu1_1", "conv1_2", "relu1_2", "pool1", "relu2_1", "conv2_2", "relu2_2"]
@@ -22,7 +30,9 @@ PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_che
 
 
 @functools.cache
-def make_loss(kind: str, layers: tuple[str, ...] = ("relu1_2",), input_range: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
+def make_loss(
+    kind: str, layers: tuple[str, ...] = ("relu1_2",), input_range: tuple[float, float] = (0.0, 1.0)
+) -> nn.Module:
     if kind == "perceptual":
         return PerceptualLoss(list(layers), input_range=input_range)
     if kind == "perceptual_l2":
@@ -66,7 +76,9 @@ def images(pattern: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
 PATTERNS = ["uniform", "zeros", "ones", "constant", "tiny_noise", "binary"]
 
 
-def assert_finite_value_and_gradient(loss: nn.Module, pred: torch.Tensor, target: torch.Tensor, autocast: torch.dtype | None = None) -> None:
+def assert_finite_value_and_gradient(
+    loss: nn.Module, pred: torch.Tensor, target: torch.Tensor, autocast: torch.dtype | None = None
+) -> None:
     pred = pred.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
         value = call(loss, pred, target)
@@ -99,7 +111,10 @@ def test_valid_input_never_gives_nan_or_inf(kind, layer, batch, extra, patterns,
 @given(kind=st.sampled_from(FINITE_KINDS), size=st.integers(8, 20), seed=st.integers(0, 1000))
 def test_float64_is_finite_and_close_to_float32(kind, size, seed) -> None:
     loss = make_loss(kind)
-    pred, target = images("uniform", (2, 3, size + 9, size + 9), seed), images("uniform", (2, 3, size + 9, size + 9), seed + 1)
+    pred, target = (
+        images("uniform", (2, 3, size + 9, size + 9), seed),
+        images("uniform", (2, 3, size + 9, size + 9), seed + 1),
+    )
     loss64 = loss.to(torch.float64)
     try:
         value64 = call(loss64, pred.double(), target.double())

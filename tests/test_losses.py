@@ -265,7 +265,9 @@ def test_to_float64_and_back(make, images) -> None:
 
 def test_dtype_mismatch_names_the_fix(make, images) -> None:
     x, y = images
-    with pytest.raises(TypeError, match=r"pred has dtype torch.float64 but the loss's weights are torch.float32.*loss.to"):
+    with pytest.raises(
+        TypeError, match=r"pred has dtype torch.float64 but the loss's weights are torch.float32.*loss.to"
+    ):
         make()(x.double(), y.double())
 
 
@@ -367,7 +369,9 @@ def test_too_small_for_the_layers() -> None:
     loss = PerceptualLoss(["relu2_2", "relu5_3"])
     assert loss.min_size == 16
     loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
-    with pytest.raises(ValueError, match=r"pred of size 15x40 is too small for layers \['relu2_2', 'relu5_3'\] of vgg16.*at least 16"):
+    with pytest.raises(
+        ValueError, match=r"pred of size 15x40 is too small for layers \['relu2_2', 'relu5_3'\] of vgg16.*at least 16"
+    ):
         loss(torch.rand(1, 3, 15, 40), torch.rand(1, 3, 15, 40))
     with pytest.raises(ValueError, match="at least 31"):
         LPIPSLoss(net="alex")(torch.rand(1, 3, 30, 64), torch.rand(1, 3, 30, 64))
@@ -379,7 +383,9 @@ def test_too_small_for_the_layers() -> None:
 )
 def test_target_outside_range_is_an_error(make, images, scale, shift, hint) -> None:
     x, y = images
-    with pytest.raises(ValueError, match="target values span.*clearly outside input_range=\\(0, 1\\). This looks like " + hint):
+    with pytest.raises(
+        ValueError, match="target values span.*clearly outside input_range=\\(0, 1\\). This looks like " + hint
+    ):
         make()(x, y * scale + shift)
 
 
@@ -444,7 +450,7 @@ def test_vqgan_order_an_overshooting_reconstruction_second_only_warns(make, imag
 def test_range_hints_name_the_likely_range(make, span, input_range, expected, not_expected) -> None:
     low, high = span
     target = torch.linspace(low, high, 3 * 32 * 32).view(1, 3, 32, 32)
-    pred = (input_range[0] + (input_range[1] - input_range[0]) * torch.rand(1, 3, 32, 32))
+    pred = input_range[0] + (input_range[1] - input_range[0]) * torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError) as error:
         make(input_range=input_range)(pred, target)
     assert expected in str(error.value) and not_expected not in str(error.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
 
 import lpips
 import pytest
@@ -14,10 +13,10 @@ from perceptual_loss import LPIPSLoss, lpips_distance, normalize_channels
 from perceptual_loss.losses.lpips import LPIPS_NETWORKS
 from perceptual_loss.weights import imagenet_weights_path
 
-_REFERENCES: dict[tuple[str, str, Optional[Path]], lpips.LPIPS] = {}
+_REFERENCES: dict[tuple[str, str, Path | None], lpips.LPIPS] = {}
 
 
-def reference_lpips(net: str, version: str, weights: Optional[Path] = None) -> lpips.LPIPS:
+def reference_lpips(net: str, version: str, weights: Path | None = None) -> lpips.LPIPS:
     """``lpips.LPIPS`` with its shipped heads and the trunk weights of ``weights`` (default: our
     hub cache file)."""
     key = (net, version, weights)
@@ -131,7 +130,9 @@ def test_lpips_distance_equals_the_plain_formula_in_either_layout(layout: torch.
     size = (10, 8) if spatial else None
 
     ours = {k: v.clone().contiguous(memory_format=layout).requires_grad_(True) for k, v in raw.items()}
-    value = lpips_distance(ours, {k: v.contiguous(memory_format=layout) for k, v in target.items()}, heads, size, upsample="bilinear")
+    value = lpips_distance(
+        ours, {k: v.contiguous(memory_format=layout) for k, v in target.items()}, heads, size, upsample="bilinear"
+    )
     plain = {k: v.clone().requires_grad_(True) for k, v in raw.items()}
     expected = 0
     for k in shapes:
@@ -140,7 +141,9 @@ def test_lpips_distance_equals_the_plain_formula_in_either_layout(layout: torch.
         if size is None:
             expected = expected + layer.mean(dim=(1, 2, 3))
         else:
-            expected = expected + torch.nn.functional.interpolate(layer, size=size, mode="bilinear", align_corners=False)
+            expected = expected + torch.nn.functional.interpolate(
+                layer, size=size, mode="bilinear", align_corners=False
+            )
     torch.testing.assert_close(value, expected)
     weights = torch.rand(value.shape, generator=generator, dtype=torch.float64)
     (value * weights).sum().backward()

@@ -41,7 +41,9 @@ def test_all_ones_mask_equals_no_mask(name: str) -> None:
     loss = LOSSES[name]()
     x, y = pair()
     torch.testing.assert_close(loss(x, y, mask=torch.ones(2, 1, 48, 40)), loss(x, y), rtol=0, atol=1e-6)
-    torch.testing.assert_close(loss(x, y, mask=torch.ones(1, 1, 48, 40, dtype=torch.bool)), loss(x, y), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        loss(x, y, mask=torch.ones(1, 1, 48, 40, dtype=torch.bool)), loss(x, y), rtol=0, atol=1e-6
+    )
 
 
 def test_all_ones_mask_equals_no_mask_for_every_criterion_term() -> None:
@@ -88,7 +90,9 @@ def test_disjoint_masks_recombine_to_the_unmasked_value() -> None:
     right = 1 - left
     features = loss.extractor(x)
     area = {name: masks_at(m, features)["relu2_2"].sum(dim=(1, 2, 3)) for name, m in (("left", left), ("right", right))}
-    combined = (area["left"] * loss(x, y, mask=left) + area["right"] * loss(x, y, mask=right)) / (area["left"] + area["right"])
+    combined = (area["left"] * loss(x, y, mask=left) + area["right"] * loss(x, y, mask=right)) / (
+        area["left"] + area["right"]
+    )
     torch.testing.assert_close(combined, loss(x, y), rtol=1e-6, atol=1e-7)
 
 
@@ -97,7 +101,9 @@ def test_weighted_gram_is_the_gram_matrix_of_the_region() -> None:
     mask = box((2, 1, 24, 20), 4, 16, 6, 14)  # whole 2x2 cells of a half-resolution tap
     pooled = masks_at(mask.double(), {"tap": features})["tap"]
     assert set(pooled.unique().tolist()) == {0.0, 1.0}
-    torch.testing.assert_close(gram_matrix(features, pooled), gram_matrix(features[..., 2:8, 3:7]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        gram_matrix(features, pooled), gram_matrix(features[..., 2:8, 3:7]), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_style_matches_a_texture_inside_a_region() -> None:
@@ -165,7 +171,9 @@ def test_compiles_without_graph_breaks_with_a_mask() -> None:
 def test_bad_masks_are_clear_errors_and_masks_are_never_modified() -> None:
     loss = PerceptualLoss(["relu2_2"])
     x, y = pair()
-    with pytest.raises(ValueError, match=r"mask must have shape \(2, 1, 48, 40\) or \(1, 1, 48, 40\).*got \(2, 48, 40\)"):
+    with pytest.raises(
+        ValueError, match=r"mask must have shape \(2, 1, 48, 40\) or \(1, 1, 48, 40\).*got \(2, 48, 40\)"
+    ):
         loss(x, y, mask=torch.ones(2, 48, 40))
     with pytest.raises(ValueError, match="mask is on meta but pred is on cpu"):
         loss(x, y, mask=torch.ones(2, 1, 48, 40, device="meta"))
@@ -204,7 +212,9 @@ INSIDE: dict[str, Callable[[], nn.Module]] = {
     "lpips-alex": lambda: LPIPSLoss(net="alex", mask_mode="inside"),
     "lpips-squeeze": lambda: LPIPSLoss(net="squeeze", mask_mode="inside"),
     "dists": lambda: DISTSLoss(mask_mode="inside"),
-    "criterion": lambda: CombinedLoss(l1=1.0, tv=0.1, perceptual={"layers": ["relu2_2"]}, lpips={"net": "vgg"}, mask_mode="inside"),
+    "criterion": lambda: CombinedLoss(
+        l1=1.0, tv=0.1, perceptual={"layers": ["relu2_2"]}, lpips={"net": "vgg"}, mask_mode="inside"
+    ),
 }
 
 

@@ -13,8 +13,9 @@ PACKAGE = Path(perceptual_loss.__file__).parent
 
 
 def test_public_api() -> None:
-    from perceptual_loss import LPIPSLoss, PerceptualLoss, StyleLoss  # noqa: F401
+    from perceptual_loss import LPIPSLoss, PerceptualLoss, StyleLoss  # the lazy names import
 
+    assert LPIPSLoss.__module__ == "perceptual_loss.losses.lpips" and PerceptualLoss and StyleLoss
     assert sorted(perceptual_loss.__all__) == sorted(set(perceptual_loss.__all__))
     for name in perceptual_loss.__all__:
         assert hasattr(perceptual_loss, name), name

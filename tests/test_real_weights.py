@@ -86,7 +86,9 @@ def test_the_evaluator_gives_the_same_verdict_from_files(real_weights: Path, squ
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / "ex.png").write_bytes((images / "ex_ref.png").read_bytes())
     scores = {
-        name: float(evaluate_folders(tmp_path / name, tmp_path / "ref", net="squeeze", weights=squeezenet).rows[0]["lpips"])
+        name: float(
+            evaluate_folders(tmp_path / name, tmp_path / "ref", net="squeeze", weights=squeezenet).rows[0]["lpips"]
+        )
         for name in ("p0", "p1")
     }
     assert scores["p1"] < scores["p0"]

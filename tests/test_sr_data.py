@@ -98,7 +98,7 @@ def test_random_crops_shapes_range_and_degradation(tmp_path: Path) -> None:
     dataset = RandomCrops(source, scale=4, crop_size=32, length=5)
     lr, hr = dataset[0]
     assert hr.shape == (3, 32, 32) and lr.shape == (3, 8, 8)
-    assert hr.dtype == torch.float32 and 0 <= hr.min() and hr.max() <= 1
+    assert hr.dtype == torch.float32 and hr.min() >= 0 and hr.max() <= 1
     assert torch.equal(lr, bicubic_downsample(hr, 4))
     torch.manual_seed(0)
     again = RandomCrops(source, scale=4, crop_size=32, length=5)

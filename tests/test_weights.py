@@ -90,13 +90,17 @@ def test_local_file_forms(form: str, tmp_path: Path) -> None:
     assert len(extractor.layers) == 8
     for name, value in extractor.layers.state_dict().items():
         assert torch.equal(value, full[f"features.{name}"])
-    assert torch.equal(FeatureExtractor(SMALL, ["fire5"], weights=str(path)).layers[0].weight, full["features.0.weight"])
+    assert torch.equal(
+        FeatureExtractor(SMALL, ["fire5"], weights=str(path)).layers[0].weight, full["features.0.weight"]
+    )
 
 
 def test_wrong_architecture_file_is_an_error_not_random(tmp_path: Path) -> None:
     path = tmp_path / "alexnet.pth"
     torch.save(models.alexnet(weights=None).state_dict(), path)
-    with pytest.raises(InvalidWeightsError, match=r"alexnet.pth.*do not match torchvision's squeezenet1_1.*Nothing was loaded"):
+    with pytest.raises(
+        InvalidWeightsError, match=r"alexnet.pth.*do not match torchvision's squeezenet1_1.*Nothing was loaded"
+    ):
         FeatureExtractor(SMALL, ["relu1"], weights=path)
 
 
@@ -171,7 +175,11 @@ def test_lpips_head_file_for_the_wrong_net(tmp_path: Path) -> None:
 
 
 def test_features_only_file_with_a_missing_layer(tmp_path: Path) -> None:
-    state = {k[len("features.") :]: v for k, v in models.squeezenet1_1(weights=None).state_dict().items() if k.startswith("features.")}
+    state = {
+        k[len("features.") :]: v
+        for k, v in models.squeezenet1_1(weights=None).state_dict().items()
+        if k.startswith("features.")
+    }
     del state["3.squeeze.weight"]
     path = tmp_path / "features.pth"
     torch.save(state, path)

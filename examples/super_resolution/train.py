@@ -69,7 +69,9 @@ def build_criterion(loss_cfg: DictConfig) -> tuple[CombinedLoss, ResolvedWeights
 def build_metrics(cfg: DictConfig) -> tuple[SRMetrics, ResolvedWeights]:
     """Validation metrics; the LPIPS backbone follows ``metrics.lpips_weights``."""
     return build_with_weights(
-        lambda w: SRMetrics(cfg.scale, lpips_weights=w, lpips=cfg.metrics.lpips, lpips_net=cfg.metrics.get("lpips_net", "alex")),
+        lambda w: SRMetrics(
+            cfg.scale, lpips_weights=w, lpips=cfg.metrics.lpips, lpips_net=cfg.metrics.get("lpips_net", "alex")
+        ),
         cfg.metrics.lpips_weights,
         "the LPIPS metric",
     )
@@ -150,7 +152,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunResult:
         raise ValueError(f"data.scale={datamodule.scale} differs from scale={cfg.scale}; set scale=... only.")
     module, loss_weights, lpips_weights = build_module(cfg)
     heatmaps = (
-        LPIPSLoss(net=module.metrics.lpips_net, spatial=True, reduction="none", weights=lpips_weights.arg, check_inputs=False)
+        LPIPSLoss(
+            net=module.metrics.lpips_net, spatial=True, reduction="none", weights=lpips_weights.arg, check_inputs=False
+        )
         if cfg.outputs.get("heatmaps")
         else None
     )

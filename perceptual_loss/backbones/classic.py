@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +47,7 @@ def _vgg_taps(convs_per_block: Sequence[int]) -> dict[str, int]:
     return taps
 
 
+# fmt: off
 TAPS: dict[str, dict[str, int]] = {
     "vgg16": _vgg_taps((2, 2, 3, 3, 3)),
     "vgg19": _vgg_taps((2, 2, 4, 4, 4)),
@@ -57,14 +57,15 @@ TAPS: dict[str, dict[str, int]] = {
         "conv3": 6, "relu3": 7,
         "conv4": 8, "relu4": 9,
         "conv5": 10, "relu5": 11, "pool5": 12,
-    },  # fmt: skip
+    },
     "squeezenet1_1": {
         "conv1": 0, "relu1": 1, "pool1": 2,
         "fire2": 3, "fire3": 4, "pool2": 5,
         "fire4": 6, "fire5": 7, "pool3": 8,
         "fire6": 9, "fire7": 10, "fire8": 11, "fire9": 12,
-    },  # fmt: skip
+    },
 }
+# fmt: on
 """Tap name -> index in torchvision's ``model.features``, per classic backbone."""
 
 L2_POOLED: dict[str, tuple[str, tuple[int, ...]]] = {"vgg16_l2pool": ("vgg16", (4, 9, 16, 23))}
@@ -92,7 +93,7 @@ def aliases(backbone: str) -> dict[str, str]:
     return {name: f"features.{index}" for name, index in TAPS.get(backbone, {}).items()}
 
 
-def features_index(backbone: str, tap: str) -> Optional[int]:
+def features_index(backbone: str, tap: str) -> int | None:
     """Index in ``model.features`` of a classic name or a ``features.N`` node; ``None`` otherwise."""
     table = TAPS[backbone]
     if tap in table:

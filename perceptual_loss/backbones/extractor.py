@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,7 @@ class ShortSide:
     size: int
 
 
-Resize = Union[int, tuple[int, int], ShortSide, None]
+Resize = int | tuple[int, int] | ShortSide | None
 """``None`` (images go in as they are) | ``size`` (square) | ``(height, width)`` | ``ShortSide(size)``."""
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
@@ -108,7 +107,7 @@ class FeatureExtractor(FrozenModule):
     """
 
     min_size: int
-    fixed_size: Optional[int]
+    fixed_size: int | None
     scale: nn.Parameter
     input_range: tuple[float, float]
 
@@ -118,8 +117,8 @@ class FeatureExtractor(FrozenModule):
         taps: Sequence[str],
         weights: WeightsArg = "imagenet",
         input_range: tuple[float, float] = (0.0, 1.0),
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
     ) -> None:
         super().__init__()
@@ -136,9 +135,10 @@ class FeatureExtractor(FrozenModule):
         if not layer_taps:
             raise ValueError(f"taps must name at least one layer besides {INPUT!r}; got {list(taps)}.")
         indices = classic_indices(backbone, layer_taps)
+        self.layers: nn.Module
         if indices is not None:
             self.layers, min_size = classic.build_classic_trunk(str(backbone), indices, weights)
-            fixed_size: Optional[int] = None
+            fixed_size: int | None = None
             self.tap_dims = dict.fromkeys(self.taps, 4)
         else:
             self.layers, info = _graph_trunk(backbone, layer_taps, weights)
@@ -153,7 +153,10 @@ class FeatureExtractor(FrozenModule):
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std, computed in
         # float64 and rounded once to the parameters' dtype (again on every .to(dtype): see _apply).
         mean_t, std_t = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
-        self._affine = (1.0 / ((high - low) * std_t)).view(1, 3, 1, 1), ((-low / (high - low) - mean_t) / std_t).view(1, 3, 1, 1)
+        self._affine = (
+            (1.0 / ((high - low) * std_t)).view(1, 3, 1, 1),
+            ((-low / (high - low) - mean_t) / std_t).view(1, 3, 1, 1),
+        )
         device = next(iter(self.layers.parameters()), torch.empty(0)).device
         self.scale = nn.Parameter(self._affine[0].to(device, torch.float32))
         self.shift = nn.Parameter(self._affine[1].to(device, torch.float32))
@@ -251,7 +254,9 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     name = check_backbone_name(backbone)
     if name in classic.L2_POOLED:
         valid = available_taps(name)
-        raise ValueError(graph.unknown_tap_message(next(t for t in taps if t not in valid), valid, name, list(classic.TAPS[name])))
+        raise ValueError(
+            graph.unknown_tap_message(next(t for t in taps if t not in valid), valid, name, list(classic.TAPS[name]))
+        )
     model = build_model(name, meta=weights is not None)
     traced, qualnames = graph.trace(model, name)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))
@@ -311,13 +316,15 @@ def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:
             raise TypeError
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
-        raise ValueError(f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}.") from None
+        raise ValueError(
+            f"input_range must be a pair (low, high) such as (0, 1) or (-1, 1); got {input_range!r}."
+        ) from None
     if not high > low:
         raise ValueError(f"input_range must have low < high, e.g. (0, 1); got {input_range!r}.")
     return low, high
 
 
-def resized_size(resize: Union[tuple[int, int], ShortSide, None], height: int, width: int) -> Optional[tuple[int, int]]:
+def resized_size(resize: tuple[int, int] | ShortSide | None, height: int, width: int) -> tuple[int, int] | None:
     """The size images of ``height x width`` are resized to, or ``None`` to leave them as they are."""
     if resize is None:
         return None
@@ -332,7 +339,7 @@ def resized_size(resize: Union[tuple[int, int], ShortSide, None], height: int, w
     return None if (height, width) == resize else resize
 
 
-def check_resize(resize: Resize) -> Union[tuple[int, int], ShortSide, None]:
+def check_resize(resize: Resize) -> tuple[int, int] | ShortSide | None:
     if resize is None:
         return None
     if isinstance(resize, ShortSide):
@@ -351,8 +358,8 @@ def check_resize(resize: Resize) -> Union[tuple[int, int], ShortSide, None]:
 
 
 def _input_size_policy(
-    name: str, resize: Union[tuple[int, int], ShortSide, None], min_size: int, fixed_size: Optional[int]
-) -> tuple[Optional[int], int]:
+    name: str, resize: tuple[int, int] | ShortSide | None, min_size: int, fixed_size: int | None
+) -> tuple[int | None, int]:
     """``(fixed_size, min_size)`` of the images passed in, given the trunk's and ``resize``."""
     if resize is None or isinstance(resize, ShortSide):  # a short side only shrinks large images
         if fixed_size is not None and resize is not None:

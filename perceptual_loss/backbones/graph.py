@@ -31,7 +31,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torchvision
@@ -47,8 +47,28 @@ LOGITS = "logits"
 """The tap name of a model's output (a classifier's logits)."""
 
 _VIEW_METHODS = frozenset(
-    "view reshape flatten permute transpose contiguous squeeze unsqueeze expand narrow t view_as reshape_as "
-    "chunk split unbind unflatten movedim __getitem__ detach".split()
+    [
+        "view",
+        "reshape",
+        "flatten",
+        "permute",
+        "transpose",
+        "contiguous",
+        "squeeze",
+        "unsqueeze",
+        "expand",
+        "narrow",
+        "t",
+        "view_as",
+        "reshape_as",
+        "chunk",
+        "split",
+        "unbind",
+        "unflatten",
+        "movedim",
+        "__getitem__",
+        "detach",
+    ]
 )
 _VIEW_FUNCTIONS = frozenset(
     [operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
@@ -75,7 +95,7 @@ class GraphInfo:
     """What probing a trunk on the meta device found out."""
 
     min_size: int
-    fixed_size: Optional[int]
+    fixed_size: int | None
     dims: dict[str, int]
 
 
@@ -92,7 +112,7 @@ class _LeafNamedTracer(NodePathTracer):
     """Also treats modules by qualified name as leaves (the user's taps, when tracing needs it)."""
 
     leaf_names: frozenset[str] = frozenset()
-    failed_in: Optional[str] = None
+    failed_in: str | None = None
     """The innermost module whose forward raised while tracing (for the error message)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
@@ -115,7 +135,7 @@ def trace(model: nn.Module, name: str, leaves: Sequence[str] = ()) -> tuple[fx.G
     tracer = _tracer(leaves)
     try:
         graph = tracer.trace(model)
-    except Exception as error:  # noqa: BLE001 - torch.fx raises many kinds; re-raised with the fix
+    except Exception as error:
         where = f"inside {tracer.failed_in!r}" if tracer.failed_in else "in its own forward"
         example = f"e.g. taps=[{tracer.failed_in!r}] or a module above it" if tracer.failed_in else "e.g. its children"
         raise TraceError(
@@ -134,7 +154,7 @@ def node_names(graph: fx.Graph, qualnames: Mapping[fx.Node, str]) -> list[str]:
     return names + ([LOGITS] if _logits_node(graph) is not None else [])
 
 
-def _logits_node(graph: fx.Graph) -> Optional[fx.Node]:
+def _logits_node(graph: fx.Graph) -> fx.Node | None:
     output = next(n for n in graph.nodes if n.op == "output")
     result = output.args[0]
     return result if isinstance(result, fx.Node) else None
@@ -145,7 +165,7 @@ def resolve_taps(
     graph: fx.Graph,
     qualnames: Mapping[fx.Node, str],
     name: str,
-    aliases: Optional[Mapping[str, str]] = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> dict[str, fx.Node]:
     """``{tap: node}``: an alias, an exact node name, a prefix of node names (the last node under
     it), or ``logits``."""
@@ -164,7 +184,9 @@ def resolve_taps(
                 under = [n for q, n in by_name.items() if q.startswith(tap + ".")]
                 node = under[-1] if under else None
         if node is None:
-            raise ValueError(unknown_tap_message(requested, [*aliases, *node_names(graph, qualnames)], name, list(aliases)))
+            raise ValueError(
+                unknown_tap_message(requested, [*aliases, *node_names(graph, qualnames)], name, list(aliases))
+            )
         resolved[requested] = node
     return resolved
 
@@ -292,7 +314,7 @@ def freeze_layers(module: nn.Module) -> None:
     """BatchNorm -> :class:`FrozenBatchNorm`, max-pool -> :class:`MaxPool2dRecomputingIndices`, in place."""
     for parent in list(module.modules()):
         for child_name, child in parent.named_children():
-            replacement: Optional[nn.Module] = None
+            replacement: nn.Module | None = None
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.track_running_stats:
                 replacement = FrozenBatchNorm(child)
             elif type(child) is nn.MaxPool2d and not child.return_indices:
@@ -339,17 +361,17 @@ class _NothingFits(Exception):
         self.sizes, self.reason = sizes, reason
 
 
-def _probe(module: nn.Module, like: Union[str, Tensor], limit: int, hint: int) -> GraphInfo:
+def _probe(module: nn.Module, like: str | Tensor, limit: int, hint: int) -> GraphInfo:
     reasons: list[str] = []
 
-    def run(size: int) -> Optional[dict[str, Tensor]]:
+    def run(size: int) -> dict[str, Tensor] | None:
         if isinstance(like, str):
             x = torch.empty(1, 3, size, size, device=like)
         else:
             x = torch.zeros(1, 3, size, size, device=like.device, dtype=like.dtype)
         try:
             out = module(x)
-        except Exception as error:  # noqa: BLE001 - any failure means "this size does not fit"
+        except Exception as error:
             reasons.append(f"{type(error).__name__}: {error}")
             return None
         fits = all(v.dim() != 4 or min(v.shape[-2:]) >= 1 for v in out.values())
@@ -393,6 +415,6 @@ def own_tensors(module: nn.Module) -> None:
         for key, value in sub._parameters.items():
             if value is not None:
                 sub._parameters[key] = nn.Parameter(value.detach().clone(), requires_grad=False)
-        for key, value in sub._buffers.items():
-            if value is not None:
-                sub._buffers[key] = value.detach().clone()
+        for key, buffer in sub._buffers.items():
+            if buffer is not None:
+                sub._buffers[key] = buffer.detach().clone()

@@ -10,7 +10,7 @@ or no state that a parent's ``.train()`` or DistributedDataParallel could touch.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,12 @@ def saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
                 layer.kernel_size, layer.stride, layer.padding, layer.dilation, ceil_mode=layer.ceil_mode
             )
         elif type(layer) is Fire:
+            squeeze, expand1x1, expand3x3 = layer.squeeze, layer.expand1x1, layer.expand3x3
+            assert (
+                isinstance(squeeze, nn.Conv2d) and isinstance(expand1x1, nn.Conv2d) and isinstance(expand3x3, nn.Conv2d)
+            )
             layers[index] = FireSharingOutput(
-                layer.inplanes, layer.squeeze.out_channels, layer.expand1x1.out_channels, layer.expand3x3.out_channels
+                layer.inplanes, squeeze.out_channels, expand1x1.out_channels, expand3x3.out_channels
             )
     return layers
 
@@ -42,7 +46,9 @@ class _MaxPoolRecomputingIndices(torch.autograd.Function):
     """``max_pool2d`` that saves its input instead of the argmax, and recomputes the argmax in backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool) -> Tensor:  # type: ignore[override]
+    def forward(
+        ctx, x: Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool
+    ) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.pool_args = (kernel, stride, padding, dilation, ceil_mode)
         return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode)
@@ -53,7 +59,9 @@ class _MaxPoolRecomputingIndices(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         kernel, stride, padding, dilation, ceil_mode = ctx.pool_args
         _, indices = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, dilation, ceil_mode, indices)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, kernel, stride, padding, dilation, ceil_mode, indices
+        )
         return grad_x, None, None, None, None, None
 
 
@@ -127,7 +135,9 @@ class _FrozenBatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mean: Tensor, var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:  # type: ignore[override]
+    def forward(
+        ctx, x: Tensor, mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(var, weight)
         ctx.eps, ctx.dtype = eps, x.dtype
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
@@ -168,7 +178,9 @@ class FrozenBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            return _FrozenBatchNormFunction.apply(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+            return _FrozenBatchNormFunction.apply(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.eps
+            )
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
     def extra_repr(self) -> str:

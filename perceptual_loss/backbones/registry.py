@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Sequence
-from typing import Optional, Union
 
 import torch
 import torchvision
@@ -24,7 +23,7 @@ from . import classic, graph
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Backbone = Union[str, nn.Module]
+Backbone = str | nn.Module
 """A torchvision classification model name, or the user's own ``nn.Module``."""
 
 
@@ -94,9 +93,7 @@ def available_taps(backbone: Backbone) -> list[str]:
     return [*classic.TAPS.get(name, {}), *_torchvision_taps(name)]
 
 
-def default_normalization(
-    backbone: Backbone, weights: WeightsArg
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The ``(mean, std)`` the weights were trained with, on ``[0, 1]`` images.
 
     From the torchvision weights entry's ``transforms()`` when ``weights`` names one (ImageNet's
@@ -117,7 +114,7 @@ def backbone_name(backbone: Backbone) -> str:
     return backbone if isinstance(backbone, str) else type(backbone).__name__
 
 
-def classic_indices(backbone: Backbone, taps: Sequence[str]) -> Optional[dict[str, int]]:
+def classic_indices(backbone: Backbone, taps: Sequence[str]) -> dict[str, int] | None:
     """``{tap: features index}`` when every tap of a classic backbone lies in ``features``; else ``None``."""
     if not isinstance(backbone, str) or backbone not in classic.TAPS:
         return None

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -44,7 +44,7 @@ class Shard:
     timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
-    def current(cls, timeout: Optional[float] = None) -> Shard:
+    def current(cls, timeout: float | None = None) -> Shard:
         """This process's shard of the initialised default group, with a gloo group for the exchanges."""
         import torch.distributed as dist
 
@@ -86,7 +86,7 @@ class Shard:
             ) from error
         return out
 
-    def agree(self, error: Optional[BaseException], doing: str) -> None:
+    def agree(self, error: BaseException | None, doing: str) -> None:
         """Raise on every process when any process failed while ``doing``; return when none did.
 
         The failing process re-raises its own exception; the others raise an

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torch import Tensor
 
 MAX_DECODE_WORKERS = 8
 """Default cap on decoding threads (PNG and JPEG decoders release the GIL, so threads scale)."""
-Resize = Optional[Literal["bicubic"]]
+Resize = Literal["bicubic"] | None
 Loaded = tuple[str, Tensor, Tensor]
 """A pair's name and its two images as :func:`read_image` gives them, ``(H, W, 3)``."""
 
@@ -38,11 +38,11 @@ def read_image(path: Path) -> Tensor:
                 array = torch.from_numpy(np.asarray(image, dtype=np.float32)) / 65535.0
                 return array.clamp(0, 1)[:, :, None].expand(-1, -1, 3)
             return torch.from_numpy(np.array(image.convert("RGB")))
-    except Exception as error:  # noqa: BLE001 - PIL raises many types; name the file once
+    except Exception as error:
         raise OSError(f"cannot read image {path}: {error}") from error
 
 
-def to_unit_batch(images: Sequence[Tensor], device: Union[str, torch.device] = "cpu") -> Tensor:
+def to_unit_batch(images: Sequence[Tensor], device: str | torch.device = "cpu") -> Tensor:
     """Stack :func:`read_image` outputs of one size into ``(N, 3, H, W)`` float32 in ``[0, 1]``.
 
     The result is in ``torch.channels_last`` memory (the decoder's pixel order, which the
@@ -74,14 +74,14 @@ def load_image(path: Path) -> Tensor:
     return to_unit_batch([read_image(path)])[0]
 
 
-def image_size(path: Path) -> Optional[tuple[int, int]]:
+def image_size(path: Path) -> tuple[int, int] | None:
     """``(height, width)`` from the file's header, or ``None`` when it cannot be read (reported later)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.height, image.width
-    except Exception:  # noqa: BLE001 - reported when the file is decoded
+    except Exception:
         return None
 
 
@@ -95,7 +95,7 @@ def default_workers(processes: int = 1) -> int:
     return max(1, min((cores or 1) // max(1, processes), MAX_DECODE_WORKERS))
 
 
-def decode_pair(name: str, first: Path, second: Path, resize: Resize) -> Union[Loaded, tuple[str, str]]:
+def decode_pair(name: str, first: Path, second: Path, resize: Resize) -> Loaded | tuple[str, str]:
     """``(name, image, reference)`` as :func:`read_image` gives them, or ``(name, reason)``."""
     try:
         a, b = read_image(first / name), read_image(second / name)

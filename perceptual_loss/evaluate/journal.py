@@ -12,12 +12,13 @@ The journal is removed once the run completes (and its output, if any, is writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Optional, TextIO, Union
+from typing import TextIO
 
 from .pairing import EvaluationError
 from .result import Row
@@ -25,7 +26,7 @@ from .result import Row
 logger = logging.getLogger(__name__)
 
 FORMAT = "perceptual-loss eval journal 1"
-Entry = Union[Row, tuple[str, str]]
+Entry = Row | tuple[str, str]
 """A journal line read back: a scored row, or ``(name, reason)`` for a failed pair."""
 
 
@@ -57,14 +58,19 @@ def read_journal(folder: Path, settings: Mapping[str, object]) -> dict[str, Entr
                 continue
             record = _parse(line)
             if record is None or "name" not in record:
-                logger.warning("%s:%d is incomplete (a run stopped while writing it); that pair is scored again", path, number)
+                logger.warning(
+                    "%s:%d is incomplete (a run stopped while writing it); that pair is scored again", path, number
+                )
                 continue
             name = str(record.pop("name"))
-            entries[name] = (name, str(record["failed"])) if "failed" in record else {"name": name, **record}
+            if "failed" in record:
+                entries[name] = (name, str(record["failed"]))
+            else:
+                entries[name] = {"name": name, **{key: float(value) for key, value in record.items()}}  # type: ignore[arg-type]
     return entries
 
 
-def _parse(line: str) -> Optional[dict[str, object]]:
+def _parse(line: str) -> dict[str, object] | None:
     try:
         value = json.loads(line)
     except ValueError:
@@ -94,7 +100,7 @@ class JournalWriter:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         if not fresh:
             _drop_partial_line(self.path)
-        self._handle: TextIO = open(self.path, "a")
+        self._handle: TextIO = open(self.path, "a")  # noqa: SIM115 - open for the run, closed by close()
         if fresh:
             self._write([{"format": FORMAT, "settings": dict(settings)}])
 
@@ -125,7 +131,5 @@ def remove_journal(folder: Path, files: Iterable[Path]) -> None:
     """Delete ``files`` of the journal, then the folder if that left it empty."""
     for path in files:
         path.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # not empty (another process's file, or the user's), or already gone
         folder.rmdir()
-    except OSError:  # not empty (another process's file, or the user's), or already gone
-        pass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -41,10 +40,14 @@ class Pairing:
 
 def find_images(folder: Path) -> set[str]:
     """Relative POSIX paths of image files under ``folder`` (recursive, case-insensitive suffixes)."""
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
 
 
-def pair_folders(first: Union[str, Path], second: Union[str, Path]) -> Pairing:
+def pair_folders(first: str | Path, second: str | Path) -> Pairing:
     """Pair image files of two folders by relative path.
 
     Raises:

@@ -10,9 +10,8 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
-Row = dict[str, Union[str, float]]
+Row = dict[str, str | float]
 """``{"name": relative path, metric: value, ...}`` for one compared pair."""
 
 
@@ -54,7 +53,7 @@ class EvaluationResult:
         """True when every paired file was compared (unmatched files are judged by the caller)."""
         return not self.failures
 
-    def to_json(self, path: Union[str, Path]) -> None:
+    def to_json(self, path: str | Path) -> None:
         """Settings, summary, rows, failures and unmatched files as one JSON file (written atomically)."""
         data = {
             "settings": self.settings,
@@ -66,7 +65,7 @@ class EvaluationResult:
         }
         write_atomically(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
-    def to_csv(self, path: Union[str, Path]) -> None:
+    def to_csv(self, path: str | Path) -> None:
         """One row per compared pair; failures and unmatched files as rows with a ``status`` (written atomically)."""
         handle = io.StringIO(newline="")
         writer = csv.writer(handle)
@@ -81,7 +80,7 @@ class EvaluationResult:
             writer.writerow([name, *([""] * len(self.metrics)), "only in second folder"])
         write_atomically(path, handle.getvalue())
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: str | Path) -> None:
         """:meth:`to_csv` or :meth:`to_json`, by the file's suffix (``.csv`` or ``.json``)."""
         suffix = Path(path).suffix.lower()
         if suffix not in (".csv", ".json"):
@@ -92,7 +91,9 @@ class EvaluationResult:
         """A human-readable summary table."""
         lines = [f"{'metric':8s} {'count':>6s} {'mean':>10s} {'std':>10s} {'min':>10s} {'max':>10s}"]
         for metric, s in self.summary.items():
-            lines.append(f"{metric:8s} {s['count']:6d} {s['mean']:10.4f} {s['std']:10.4f} {s['min']:10.4f} {s['max']:10.4f}")
+            lines.append(
+                f"{metric:8s} {s['count']:6d} {s['mean']:10.4f} {s['std']:10.4f} {s['min']:10.4f} {s['max']:10.4f}"
+            )
         lines.append(
             f"compared {len(self.rows)} pair(s); failed {len(self.failures)}; only in first folder "
             f"{len(self.only_in_first)}; only in second folder {len(self.only_in_second)}"
@@ -100,7 +101,7 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
-def write_atomically(path: Union[str, Path], text: str) -> None:
+def write_atomically(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
 
     A reader (or a crash) sees the old file or the whole new one, never a half-written one.

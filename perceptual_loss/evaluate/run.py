@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -43,23 +43,23 @@ DECODE_AHEAD = 2
 
 
 def evaluate_folders(
-    first: Union[str, Path],
-    second: Union[str, Path],
+    first: str | Path,
+    second: str | Path,
     metrics: Sequence[str] = DEFAULT_METRICS,
     net: Literal["alex", "vgg", "squeeze"] = "alex",
     version: Literal["0.1", "0.0"] = "0.1",
     batch_size: int = 8,
-    device: Union[str, torch.device] = "cpu",
+    device: str | torch.device = "cpu",
     y_channel: bool = False,
     crop: int = 0,
     resize: Resize = None,
     weights: WeightsArg = "imagenet",
-    progress: Optional[Callable[[int], None]] = None,
-    workers: Optional[int] = None,
-    output: Union[str, Path, None] = None,
-    journal: Union[str, Path, None] = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+    output: str | Path | None = None,
+    journal: str | Path | None = None,
     resume: bool = False,
-    timeout: Optional[float] = None,
+    timeout: float | None = None,
     strict: bool = False,
 ) -> EvaluationResult:
     """Compare each image in ``first`` with the image of the same relative path in ``second``.
@@ -118,7 +118,9 @@ def evaluate_folders(
     }  # fmt: skip
     # The journal records the folders resolved: a resumed run may start from another directory.
     recorded = {**settings, "first": str(first.resolve()), "second": str(second.resolve())}
-    journal_folder = Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
+    journal_folder = (
+        Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
+    )
 
     # Everything that can fail on one node only (folders, weights, a journal) fails on every node.
     pairing, done, error = None, {}, None
@@ -127,7 +129,7 @@ def evaluate_folders(
         if strict and (pairing.only_in_first or pairing.only_in_second):
             raise UnmatchedFilesError(pairing)
         done = _read_journal(journal_folder, recorded, resume)
-    except Exception as caught:  # noqa: BLE001 - every process must hear about it
+    except Exception as caught:
         error = caught
     shard.agree(error, "pairing the folders and reading the journal")
     assert pairing is not None
@@ -149,10 +151,12 @@ def evaluate_folders(
             networks, error = {}, None
             try:
                 networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
-            except Exception as caught:  # noqa: BLE001 - every process must hear about it
+            except Exception as caught:
                 error = caught
             shard.agree(error, "loading the metrics' weights")
-            writer = JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
+            writer = (
+                JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
+            )
             scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
             error = None
             try:
@@ -163,7 +167,7 @@ def evaluate_folders(
                         writer.write(batch_rows, batch_failures)
                     if progress is not None:
                         progress(len(batch_rows) + len(batch_failures))
-            except Exception as caught:  # noqa: BLE001 - every process must hear about it
+            except Exception as caught:
                 error = caught
         finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
             decoded.cancel()
@@ -176,7 +180,7 @@ def evaluate_folders(
     if output is not None and shard.rank == 0:
         try:
             result.save(output)
-        except Exception as caught:  # noqa: BLE001 - every process must hear about it
+        except Exception as caught:
             error = caught
     shard.agree(error, f"writing {output}")
     if journal_folder is not None:
@@ -187,7 +191,7 @@ def evaluate_folders(
     return result
 
 
-def _check_arguments(metrics: Sequence[str], batch_size: int, workers: Optional[int], output: Union[str, Path, None]) -> None:
+def _check_arguments(metrics: Sequence[str], batch_size: int, workers: int | None, output: str | Path | None) -> None:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise EvaluationError(f"Unknown metric(s) {unknown}; choose from {METRICS}.")
@@ -199,7 +203,7 @@ def _check_arguments(metrics: Sequence[str], batch_size: int, workers: Optional[
         raise EvaluationError(f"The output must end in .csv or .json; got {output}.")
 
 
-def _read_journal(folder: Optional[Path], settings: dict[str, object], resume: bool) -> dict[str, Entry]:
+def _read_journal(folder: Path | None, settings: dict[str, object], resume: bool) -> dict[str, Entry]:
     if folder is None:
         if resume:
             raise EvaluationError("resume needs a journal: give output= (its journal is <output>.journal) or journal=.")
@@ -222,7 +226,9 @@ def _networks(
     if "lpips" in metrics:
         networks["lpips"] = LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False)  # type: ignore[arg-type]
     if "dists" in metrics:
-        networks["dists"] = DISTSLoss(reduction="none", weights=None if weights is None else "imagenet", check_inputs=False)
+        networks["dists"] = DISTSLoss(
+            reduction="none", weights=None if weights is None else "imagenet", check_inputs=False
+        )
     return {name: network.to(device) for name, network in networks.items()}
 
 
@@ -247,7 +253,7 @@ def _merge_done(shard: Shard, done: dict[str, Entry], pairing: Pairing) -> dict[
 
 def _batches(shard: Shard, names: list[str], first: Path, batch_size: int) -> list[list[str]]:
     """Pairs of one size in batches, the same on every process (each reads a share of the sizes)."""
-    sizes: dict[str, Optional[tuple[int, int]]] = {}
+    sizes: dict[str, tuple[int, int] | None] = {}
     for share in shard.gather({name: image_size(first / name) for name in shard.take(names)}, "exchanging image sizes"):
         sizes.update(share)
     groups: dict[tuple[int, int], list[str]] = defaultdict(list)
@@ -272,7 +278,9 @@ def _merge(
         entries.update((name, (name, reason)) for name, reason in their_failures)
     merged_rows = [entry for _, entry in sorted(entries.items()) if isinstance(entry, dict)]
     merged_failures = [entry for _, entry in sorted(entries.items()) if isinstance(entry, tuple)]
-    return EvaluationResult(metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings)
+    return EvaluationResult(
+        metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings
+    )
 
 
 class _Prefetch:
@@ -282,9 +290,11 @@ class _Prefetch:
     Iterating yields each batch's ``(loaded pairs, failures)`` in order.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, batches: list[list[str]], first: Path, second: Path, resize: Resize) -> None:
+    def __init__(
+        self, pool: ThreadPoolExecutor, batches: list[list[str]], first: Path, second: Path, resize: Resize
+    ) -> None:
         self.pool, self.batches, self.paths, self.resize = pool, batches, (first, second), resize
-        self.in_flight: deque[list[Future[Union[Loaded, tuple[str, str]]]]] = deque()
+        self.in_flight: deque[list[Future[Loaded | tuple[str, str]]]] = deque()
         self.submitted = 0
         self._top_up()
 

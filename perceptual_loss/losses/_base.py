@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..backbones import Backbone, FeatureExtractor, Features, Resize, default_normalization
+from ..backbones import Backbone, FeatureExtractor, Features, Resize, ShortSide, default_normalization
 from ..backbones.extractor import INSIDE_UNSUPPORTED, check_resize
 from ..backbones.registry import backbone_name
 from ..distances import DISTANCES, Distance, masks_at
@@ -24,14 +24,16 @@ from ..weights import WeightsArg
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")
-Layers = Union[Sequence[str], Mapping[str, float]]
+Layers = Sequence[str] | Mapping[str, float]
 """A list of layer names (weight 1 each) or a ``{name: weight}`` mapping."""
 
 
 def parse_layers(layers: Layers) -> dict[str, float]:
     """``["relu2_2"]`` or ``{"relu2_2": 1.0}`` -> ``{"relu2_2": 1.0}``, with checks."""
     if isinstance(layers, str):
-        raise TypeError(f"layers must be a list of names or a {{name: weight}} mapping, not a string; use [{layers!r}].")
+        raise TypeError(
+            f"layers must be a list of names or a {{name: weight}} mapping, not a string; use [{layers!r}]."
+        )
     if isinstance(layers, Mapping):
         parsed = {str(name): float(weight) for name, weight in layers.items()}
     else:
@@ -70,7 +72,9 @@ def check_mask_mode(mask_mode: str, extractor: FeatureExtractor) -> MaskMode:
     return mask_mode  # type: ignore[return-value]
 
 
-def tap_masks(extractor: FeatureExtractor, mask: Tensor, features: Features, taps: Sequence[str], mode: MaskMode) -> Features:
+def tap_masks(
+    extractor: FeatureExtractor, mask: Tensor, features: Features, taps: Sequence[str], mode: MaskMode
+) -> Features:
     """``mask`` at each of ``taps``: area-averaged (``"area"``) or eroded to the positions whose
     whole receptive field is in it (``"inside"``)."""
     if mode == "inside":
@@ -94,21 +98,29 @@ class View:
     """
 
     backbone: Backbone
-    mean: Optional[tuple[float, ...]] = None
-    std: Optional[tuple[float, ...]] = None
-    resize: Optional[tuple[int, int]] = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize: tuple[int, int] | ShortSide | None = None
 
     def resolved(self, weights: WeightsArg) -> View:
         """This view with ``mean``/``std`` filled in from ``weights`` (so equal inputs compare equal)."""
         if self.mean is not None and self.std is not None:
             return self
         mean, std = default_normalization(self.backbone, weights)
-        return View(self.backbone, mean if self.mean is None else self.mean, std if self.std is None else self.std, self.resize)
+        return View(
+            self.backbone, mean if self.mean is None else self.mean, std if self.std is None else self.std, self.resize
+        )
 
     def extractor(self, taps: Sequence[str], weights: WeightsArg, input_range: tuple[float, float]) -> FeatureExtractor:
         """The frozen extractor of this view for ``taps``."""
         return FeatureExtractor(
-            self.backbone, taps, weights=weights, input_range=input_range, mean=self.mean, std=self.std, resize=self.resize
+            self.backbone,
+            taps,
+            weights=weights,
+            input_range=input_range,
+            mean=self.mean,
+            std=self.std,
+            resize=self.resize,
         )
 
 
@@ -130,8 +142,8 @@ class Comparison(nn.Module):
         self,
         backbone: Backbone,
         taps: Sequence[str],
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
     ) -> None:
         super().__init__()
@@ -151,7 +163,7 @@ class Comparison(nn.Module):
     def check_features(self, dims: Mapping[str, int]) -> None:
         """Raise if a tap's features (of ``dims[tap]`` dimensions) cannot be compared this way."""
 
-    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
+    def prepare_target(self, features: Features, masks: Features | None = None) -> Features:
         """What the comparison needs of the target's features (identity by default).
 
         ``masks`` (``{tap: (N or 1, 1, H, W)}``) is given for a masked call whose target has the
@@ -160,7 +172,7 @@ class Comparison(nn.Module):
         return features
 
     def forward(
-        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
         """``(N,)`` values (or a map) from pred features and a prepared target; with ``masks``
         (``{tap: (N or 1, 1, H, W)}``, see :func:`perceptual_loss.distances.masks_at`), each
@@ -185,12 +197,14 @@ class LayerComparison(Comparison):
         layers: Layers,
         backbone: Backbone,
         distance: Distance,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
     ) -> None:
         if distance not in self.distances:
-            raise ValueError(f"Unknown distance {distance!r} for {type(self).__name__}; choose one of {self.distances}.")
+            raise ValueError(
+                f"Unknown distance {distance!r} for {type(self).__name__}; choose one of {self.distances}."
+            )
         layer_weights = parse_layers(layers)
         super().__init__(backbone, list(layer_weights), mean, std, resize)
         self.layer_weights = layer_weights
@@ -252,7 +266,7 @@ class FeatureLoss(nn.Module):
             check_range(pred, target, self.extractor.input_range, self._warned)
         return pred, target
 
-    def target_features(self, target: Tensor, mask: Optional[Tensor] = None) -> Features:
+    def target_features(self, target: Tensor, mask: Tensor | None = None) -> Features:
         """Prepared target features; no autograd graph unless ``target`` requires grad.
 
         ``mask`` (checked, at the target's size) weights what the comparison keeps of it.
@@ -266,7 +280,7 @@ class FeatureLoss(nn.Module):
         """The mask at each of the comparison's taps, as :attr:`mask_mode` says."""
         return tap_masks(self.extractor, mask, features, self.comparison.taps, self.mask_mode)
 
-    def forward(self, pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Loss of ``pred`` against ``target``; see the subclass for shapes and ranges.
 
         ``mask``: ``(N or 1, 1, H, W)`` weights in ``[0, 1]`` (or bool) at the images' size: only

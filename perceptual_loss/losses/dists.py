@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
-from ..backbones import INPUT, IMAGENET_MEAN, IMAGENET_STD, Features, ShortSide
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, ShortSide
 from ..distances import dists_distance
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import DISTS_CHANNELS, WeightsArg, load_dists_weights
-from ._base import MaskMode, Comparison, FeatureLoss, Reduction
+from ._base import Comparison, FeatureLoss, MaskMode, Reduction
 
 DISTS_BACKBONE = "vgg16_l2pool"
 DISTS_TAPS = (INPUT, "relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
@@ -26,8 +24,12 @@ class DISTSWeights(FrozenModule):
     def __init__(self, alpha: Tensor, beta: Tensor) -> None:
         super().__init__()
         total = alpha.sum() + beta.sum()
-        self.alpha = nn.ParameterList([nn.Parameter(a.flatten()) for a in torch.split(alpha / total, DISTS_CHANNELS, dim=1)])
-        self.beta = nn.ParameterList([nn.Parameter(b.flatten()) for b in torch.split(beta / total, DISTS_CHANNELS, dim=1)])
+        self.alpha = nn.ParameterList(
+            [nn.Parameter(a.flatten()) for a in torch.split(alpha / total, list(DISTS_CHANNELS), dim=1)]
+        )
+        self.beta = nn.ParameterList(
+            [nn.Parameter(b.flatten()) for b in torch.split(beta / total, list(DISTS_CHANNELS), dim=1)]
+        )
         self.freeze()
 
 
@@ -43,12 +45,14 @@ class DISTSComparison(Comparison):
             (the reference script's preprocessing; see :class:`DISTSLoss`).
     """
 
-    def __init__(self, dists_weights: WeightsArg = None, resize: Optional[int] = None) -> None:
-        super().__init__(DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN, IMAGENET_STD, None if resize is None else ShortSide(resize))
+    def __init__(self, dists_weights: WeightsArg = None, resize: int | None = None) -> None:
+        super().__init__(
+            DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN, IMAGENET_STD, None if resize is None else ShortSide(resize)
+        )
         self.weights = DISTSWeights(*load_dists_weights(dists_weights))
 
     def forward(
-        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
         alpha = dict(zip(self.taps, self.weights.alpha, strict=True))
         beta = dict(zip(self.taps, self.weights.beta, strict=True))
@@ -97,7 +101,7 @@ class DISTSLoss(FeatureLoss):
         reduction: Reduction = "mean",
         weights: WeightsArg = "imagenet",
         dists_weights: WeightsArg = None,
-        resize: Optional[int] = None,
+        resize: int | None = None,
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,

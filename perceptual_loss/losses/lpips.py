@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -11,7 +11,7 @@ from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import LPIPS_NETS, LPIPS_VERSIONS, WeightsArg, load_lpips_heads
-from ._base import MaskMode, Comparison, FeatureLoss, Reduction
+from ._base import Comparison, FeatureLoss, MaskMode, Reduction
 
 LPIPS_NETWORKS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5"), (64, 192, 384, 256, 256)),
@@ -59,11 +59,13 @@ class LPIPSComparison(Comparison):
         self,
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         version: Literal["0.1", "0.0"] = "0.1",
-        spatial: Union[bool, Literal["bilinear"]] = False,
+        spatial: bool | Literal["bilinear"] = False,
         head_weights: WeightsArg = None,
     ) -> None:
         if spatial not in (False, True, "bilinear"):
-            raise ValueError(f"spatial must be False, True (area map, mean = LPIPS) or 'bilinear' (lpips' map); got {spatial!r}.")
+            raise ValueError(
+                f"spatial must be False, True (area map, mean = LPIPS) or 'bilinear' (lpips' map); got {spatial!r}."
+            )
         if net not in LPIPS_NETWORKS:
             raise ValueError(f"Unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}.")
         if version not in LPIPS_VERSIONS:
@@ -73,19 +75,21 @@ class LPIPSComparison(Comparison):
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
-    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
+    def prepare_target(self, features: Features, masks: Features | None = None) -> Features:
         """Channel-normalised target features."""
         return {name: normalize_channels(features[name]) for name in self.taps}
 
     def forward(
-        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
         """``(N,)`` LPIPS, or ``(N, 1, H, W)`` when spatial; see :func:`perceptual_loss.lpips_distance`."""
         heads = dict(zip(self.taps, self.heads.weights, strict=True))
         if masks is not None and self.spatial:
             raise ValueError("mask= with spatial=True: the map is per pixel already; multiply it by the mask instead.")
-        upsample = "bilinear" if self.spatial == "bilinear" else "area"
-        return lpips_distance(pred_features, target, heads, image_size if self.spatial else None, masks=masks, upsample=upsample)
+        upsample: Literal["area", "bilinear"] = "bilinear" if self.spatial == "bilinear" else "area"
+        return lpips_distance(
+            pred_features, target, heads, image_size if self.spatial else None, masks=masks, upsample=upsample
+        )
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, version={self.version!r}, spatial={self.spatial}"
@@ -132,7 +136,7 @@ class LPIPSLoss(FeatureLoss):
         self,
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         version: Literal["0.1", "0.0"] = "0.1",
-        spatial: Union[bool, Literal["bilinear"]] = False,
+        spatial: bool | Literal["bilinear"] = False,
         reduction: Reduction = "mean",
         weights: WeightsArg = "imagenet",
         head_weights: WeightsArg = None,

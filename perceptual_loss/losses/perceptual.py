@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 from torch import Tensor
 
@@ -11,7 +10,7 @@ from ..backbones import Backbone, Features, Resize
 from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import MaskMode, FeatureLoss, LayerComparison, Layers, Reduction
+from ._base import FeatureLoss, LayerComparison, Layers, MaskMode, Reduction
 
 
 class PerceptualComparison(LayerComparison):
@@ -22,8 +21,8 @@ class PerceptualComparison(LayerComparison):
         layers: Layers = ("relu2_2",),
         backbone: Backbone = "vgg16",
         distance: Distance = "l1",
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
         spatial: bool = False,
     ) -> None:
@@ -31,11 +30,13 @@ class PerceptualComparison(LayerComparison):
         self.spatial = spatial
 
     def forward(
-        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
         if self.spatial:
             if masks is not None:
-                raise ValueError("mask= with spatial=True: the map is per pixel already; multiply it by the mask instead.")
+                raise ValueError(
+                    "mask= with spatial=True: the map is per pixel already; multiply it by the mask instead."
+                )
             return feature_distance_map(pred_features, target, self.layer_weights, self.distance, image_size)
         return feature_distance(pred_features, target, self.layer_weights, self.distance, masks)
 
@@ -104,8 +105,8 @@ class PerceptualLoss(FeatureLoss):
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
         spatial: bool = False,
         mask_mode: MaskMode = "area",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Optional
 
 from torch import Tensor
 
@@ -11,7 +10,7 @@ from ..backbones import Backbone, Features, Resize
 from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
-from ._base import MaskMode, FeatureLoss, LayerComparison, Layers, Reduction
+from ._base import FeatureLoss, LayerComparison, Layers, MaskMode, Reduction
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 """Johnson et al.'s style layers on VGG16, the default."""
@@ -31,8 +30,8 @@ class StyleComparison(LayerComparison):
         layers: Layers = JOHNSON_STYLE_LAYERS,
         backbone: Backbone = "vgg16",
         distance: Distance = "l2",
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
     ) -> None:
         super().__init__(layers, backbone, distance, mean, std, resize)
@@ -46,12 +45,12 @@ class StyleComparison(LayerComparison):
                 f"convolutional stages instead (see perceptual_loss.available_taps)."
             )
 
-    def prepare_target(self, features: Features, masks: Optional[Features] = None) -> Features:
+    def prepare_target(self, features: Features, masks: Features | None = None) -> Features:
         """The target's Gram matrices ``{tap: (N or 1, C, C)}`` (mask-weighted with ``masks``)."""
         return gram_matrices({name: features[name] for name in self.taps}, masks)
 
     def forward(
-        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Optional[Features] = None
+        self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
         return style_distance(pred_features, target, self.layer_weights, self.distance, masks)
 
@@ -94,8 +93,8 @@ class StyleLoss(FeatureLoss):
         input_range: tuple[float, float] = (0.0, 1.0),
         grayscale: Grayscale = None,
         check_inputs: bool = True,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         resize: Resize = None,
         mask_mode: MaskMode = "area",
     ) -> None:
