@@ -109,86 +109,86 @@ def evaluate_folders(
             exists without ``resume`` or does not fit; under torchrun, any process's failure.
     """
     _check_arguments(metrics, batch_size, workers, output)
-    shard = Shard.current(timeout)
-    first, second = Path(first), Path(second)
-    settings: dict[str, object] = {
-        "first": str(first), "second": str(second), "metrics": list(metrics), "lpips_net": net, "lpips_version": version,
-        "lpips_weights": str(weights), "psnr_ssim_data_range": 1.0, "y_channel": y_channel, "crop_border": crop,
-        "resize": resize,
-    }  # fmt: skip
-    # The journal records the folders resolved: a resumed run may start from another directory.
-    recorded = {**settings, "first": str(first.resolve()), "second": str(second.resolve())}
-    journal_folder = (
-        Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
-    )
+    with Shard.open(timeout) as shard:  # its exchange group is released even on an error
+        first, second = Path(first), Path(second)
+        settings: dict[str, object] = {
+            "first": str(first), "second": str(second), "metrics": list(metrics), "lpips_net": net, "lpips_version": version,
+            "lpips_weights": str(weights), "psnr_ssim_data_range": 1.0, "y_channel": y_channel, "crop_border": crop,
+            "resize": resize,
+        }  # fmt: skip
+        # The journal records the folders resolved: a resumed run may start from another directory.
+        recorded = {**settings, "first": str(first.resolve()), "second": str(second.resolve())}
+        journal_folder = (
+            Path(journal) if journal is not None else (Path(f"{output}.journal") if output is not None else None)
+        )
 
-    # Everything that can fail on one node only (folders, weights, a journal) fails on every node.
-    pairing, done, error = None, {}, None
-    try:
-        pairing = pair_folders(first, second)
-        if strict and (pairing.only_in_first or pairing.only_in_second):
-            raise UnmatchedFilesError(pairing)
-        done = _read_journal(journal_folder, recorded, resume)
-    except Exception as caught:
-        error = caught
-    shard.agree(error, "pairing the folders and reading the journal")
-    assert pairing is not None
-    _check_same_files(shard, pairing)
-    done = _merge_done(shard, done, pairing)
-
-    batches = _batches(shard, pairing.both, first, batch_size)
-    todo = [batch for batch in batches if not all(name in done for name in batch)]
-    mine = shard.take(todo)
-    if done:
-        logger.info("resuming: %d of %d pairs are in the journal %s", len(done), len(pairing.both), journal_folder)
-    rows: list[Row] = []
-    failures: list[tuple[str, str]] = []
-    writer = None
-    workers = workers or default_workers(shard.processes_on_this_machine)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        decoded = _Prefetch(pool, mine, first, second, resize)  # the first batches decode meanwhile
+        # Everything that can fail on one node only (folders, weights, a journal) fails on every node.
+        pairing, done, error = None, {}, None
         try:
-            networks, error = {}, None
-            try:
-                networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
-            except Exception as caught:
-                error = caught
-            shard.agree(error, "loading the metrics' weights")
-            writer = (
-                JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
-            )
-            scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
-            error = None
-            try:
-                for batch_rows, batch_failures in _score(decoded, scoring):
-                    rows += batch_rows
-                    failures += batch_failures
-                    if writer is not None:
-                        writer.write(batch_rows, batch_failures)
-                    if progress is not None:
-                        progress(len(batch_rows) + len(batch_failures))
-            except Exception as caught:
-                error = caught
-        finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
-            decoded.cancel()
-            if writer is not None:
-                writer.close()
-    shard.agree(error, "scoring")
-
-    result = _merge(shard, rows, failures, done, tuple(metrics), pairing, settings)
-    error = None
-    if output is not None and shard.rank == 0:
-        try:
-            result.save(output)
+            pairing = pair_folders(first, second)
+            if strict and (pairing.only_in_first or pairing.only_in_second):
+                raise UnmatchedFilesError(pairing)
+            done = _read_journal(journal_folder, recorded, resume)
         except Exception as caught:
             error = caught
-    shard.agree(error, f"writing {output}")
-    if journal_folder is not None:
-        remove_journal(journal_folder, [*([writer.path] if writer else []), *journal_files(journal_folder)])
-    for name, reason in result.failures:
-        if shard.rank == 0:
-            logger.warning("%s: %s", name, reason)
-    return result
+        shard.agree(error, "pairing the folders and reading the journal")
+        assert pairing is not None
+        _check_same_files(shard, pairing)
+        done = _merge_done(shard, done, pairing)
+
+        batches = _batches(shard, pairing.both, first, batch_size)
+        todo = [batch for batch in batches if not all(name in done for name in batch)]
+        mine = shard.take(todo)
+        if done:
+            logger.info("resuming: %d of %d pairs are in the journal %s", len(done), len(pairing.both), journal_folder)
+        rows: list[Row] = []
+        failures: list[tuple[str, str]] = []
+        writer = None
+        workers = workers or default_workers(shard.processes_on_this_machine)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            decoded = _Prefetch(pool, mine, first, second, resize)  # the first batches decode meanwhile
+            try:
+                networks, error = {}, None
+                try:
+                    networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
+                except Exception as caught:
+                    error = caught
+                shard.agree(error, "loading the metrics' weights")
+                writer = (
+                    JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
+                )
+                scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
+                error = None
+                try:
+                    for batch_rows, batch_failures in _score(decoded, scoring):
+                        rows += batch_rows
+                        failures += batch_failures
+                        if writer is not None:
+                            writer.write(batch_rows, batch_failures)
+                        if progress is not None:
+                            progress(len(batch_rows) + len(batch_failures))
+                except Exception as caught:
+                    error = caught
+            finally:  # stopped early (an error, Ctrl-C): drop the decoding that nobody will read
+                decoded.cancel()
+                if writer is not None:
+                    writer.close()
+        shard.agree(error, "scoring")
+
+        result = _merge(shard, rows, failures, done, tuple(metrics), pairing, settings)
+        error = None
+        if output is not None and shard.rank == 0:
+            try:
+                result.save(output)
+            except Exception as caught:
+                error = caught
+        shard.agree(error, f"writing {output}")
+        if journal_folder is not None:
+            remove_journal(journal_folder, [*([writer.path] if writer else []), *journal_files(journal_folder)])
+        for name, reason in result.failures:
+            if shard.rank == 0:
+                logger.warning("%s: %s", name, reason)
+        return result
 
 
 def _check_arguments(metrics: Sequence[str], batch_size: int, workers: int | None, output: str | Path | None) -> None:
