@@ -8,5 +8,6 @@ import torch
 def _doctest_namespace(doctest_namespace: dict) -> None:
     doctest_namespace["torch"] = torch
 
+
 # Importing it runs the command line.
 collect_ignore = ["perceptual_loss/__main__.py"]
