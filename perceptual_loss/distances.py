@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-Distance = Literal["l1", "l2", "normalized_l2"]
-DISTANCES = ("l1", "l2", "normalized_l2")
-"""Feature distances: mean absolute, mean squared, and squared distance of channel-normalised
-feature vectors summed over channels (LPIPS without its learned heads; MONAI's perceptual loss)."""
+Distance = Literal["l1", "l2", "normalized_l2", "fro"]
+DISTANCES = ("l1", "l2", "normalized_l2", "fro")
+"""Feature distances: mean absolute, mean squared, squared distance of channel-normalised feature
+vectors summed over channels (LPIPS without its learned heads; MONAI's perceptual loss), and the
+Frobenius norm of the difference per sample (BasicSR's ``criterion: fro``)."""
 GRAM_DISTANCES = ("l1", "l2")
 
 LPIPS_EPS = 1e-10
@@ -54,14 +55,17 @@ def feature_distance(
 
     ``sum_l w_l * mean_{c,h,w} |phi_l(pred) - phi_l(target)|`` for ``l1``, squared for ``l2``;
     ``sum_l w_l * mean_{h,w} sum_c (n(phi_l(pred)) - n(phi_l(target)))_c^2`` for
-    ``normalized_l2``, ``n`` being :func:`normalize_channels` (features on dim 1). With
-    ``masks``, each mean over positions is the mask-weighted mean ``sum(m d) / sum(m)``.
+    ``normalized_l2``, ``n`` being :func:`normalize_channels` (features on dim 1);
+    ``sum_l w_l * ||phi_l(pred) - phi_l(target)||_F`` per sample for ``fro`` (a norm, not a mean:
+    it grows with the feature map's size). With ``masks``, each mean over positions is the
+    mask-weighted mean ``sum(m d) / sum(m)``; for ``fro`` the norm is ``sqrt(sum m d^2)``.
 
     Args:
         pred, target: ``{tap: (N, C, H, W)}`` with equal shapes per tap (``(N, C)`` logits and
             ``(N, L, C)`` tokens too: the mean is over every dimension but the batch).
         layer_weights: ``{tap: weight}``.
-        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared) | ``"normalized_l2"``.
+        distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared) | ``"normalized_l2"`` |
+            ``"fro"`` (Frobenius norm per sample; its gradient at a zero difference is 0).
         masks: ``{tap: (N or 1, 1, H, W)}`` weights at each tap's resolution (see
             :func:`masks_at`), or ``None``.
 
@@ -79,6 +83,12 @@ def feature_distance(
                 if mask is not None
                 else per_position.mean(dim=tuple(range(1, per_position.dim())))
             )
+        elif distance == "fro":
+            diff = _float(pred[name]) - _float(target[name])
+            if mask is not None:
+                diff = diff * mask.sqrt()  # ||sqrt(m) d|| = sqrt(sum m d^2)
+            # vector_norm, not sqrt(sum + eps): exact, and its gradient at a zero difference is 0.
+            value = weight * torch.linalg.vector_norm(diff.flatten(1), dim=1)
         else:
             value = weight * _MeanDistance.apply(pred[name], target[name], distance == "l2", mask)
         total = value if total is None else total + value

@@ -466,3 +466,33 @@ def test_an_overshooting_output_is_not_called_data(make, images, caplog, span) -
     make()(pred, x)
     (message,) = [r.getMessage() for r in caplog.records if "values span" in r.getMessage()]
     assert "overshoots" in message and "data" not in message
+
+
+def test_fro_distance_is_the_frobenius_norm_per_sample_and_basicsr_for_one_image() -> None:
+    """BasicSR's criterion 'fro': torch.norm(features(x) - features(gt), p='fro') per layer."""
+    layers = {"relu2_2": 1.0, "relu3_3": 0.5}
+    loss = PerceptualLoss(layers, distance="fro", reduction="none", weights=None)
+    x, y = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        fx, fy = loss.extractor(x), loss.extractor(y)
+        expected = sum(w * (fx[k] - fy[k]).flatten(1).norm(dim=1) for k, w in layers.items())
+        torch.testing.assert_close(loss(x, y), expected, rtol=1e-5, atol=0)
+        basicsr = sum(w * torch.norm(fx[k][:1] - fy[k][:1], p="fro") for k, w in layers.items())
+        torch.testing.assert_close(loss(x[:1], y[:1])[0], basicsr, rtol=1e-5, atol=0)
+        mask = torch.zeros(1, 1, 32, 32)
+        mask[..., :16, :] = 1
+        masked = PerceptualLoss(layers, distance="fro", reduction="none", weights=None, mask_mode="inside")
+        inside = masked.extractor.inside_masks(mask, list(layers))
+        fx, fy = masked.extractor(x), masked.extractor(y)  # its own random weights
+        expected_masked = sum(
+            w * ((fx[k] - fy[k]) * inside[k].sqrt()).flatten(1).norm(dim=1) for k, w in layers.items()
+        )
+        torch.testing.assert_close(masked(x, y, mask=mask), expected_masked, rtol=1e-5, atol=0)
+    pred = y.clone().requires_grad_()
+    value = loss(pred, y).sum()
+    value.backward()
+    assert value.item() == 0 and torch.equal(pred.grad, torch.zeros_like(pred))  # no NaN at identity
+    with pytest.raises(ValueError, match="'fro' is a norm"):
+        PerceptualLoss(["relu2_2"], distance="fro", spatial=True, weights=None)
+    with pytest.raises(ValueError, match="Unknown distance 'frobenius' for PerceptualComparison.*'fro'"):
+        PerceptualLoss(["relu2_2"], distance="frobenius", weights=None)

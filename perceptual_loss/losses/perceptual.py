@@ -27,6 +27,11 @@ class PerceptualComparison(LayerComparison):
         spatial: bool = False,
     ) -> None:
         super().__init__(layers, backbone, distance, mean, std, resize)
+        if spatial and distance == "fro":
+            raise ValueError(
+                "spatial=True needs a distance that is a mean over positions (l1, l2, normalized_l2); 'fro' is "
+                "a norm of the whole map."
+            )
         self.spatial = spatial
 
     def forward(
@@ -57,7 +62,9 @@ class PerceptualLoss(FeatureLoss):
             your own (copied; never changed nor saved).
         distance: ``"l1"`` (mean absolute) | ``"l2"`` (mean squared; ``F.mse_loss`` of the features)
             | ``"normalized_l2"`` (channel-normalised features, squared difference summed over
-            channels, mean over positions: LPIPS without heads, MONAI's perceptual loss).
+            channels, mean over positions: LPIPS without heads, MONAI's perceptual loss) |
+            ``"fro"`` (Frobenius norm of the difference per sample: BasicSR's ``criterion: fro``,
+            which takes the norm over the whole batch; equal for batches of one).
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"``.
         weights: ``"imagenet"`` (default, torchvision's weights through the torch hub cache) |
             a weights enum name such as ``"IMAGENET1K_V2"`` | path to a local file | ``None``
