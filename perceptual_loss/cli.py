@@ -22,7 +22,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,30 +96,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evaluate(args, metrics, rank)
 
 
-class _process_group:
-    """Under torchrun (``WORLD_SIZE`` > 1): a gloo process group for the run, destroyed after it."""
+@contextlib.contextmanager
+def _process_group(timeout: float) -> Iterator[int]:
+    """This process's rank: under torchrun (``WORLD_SIZE`` > 1) in a gloo group made for the run."""
+    from .evaluate.distributed import launched_by_torchrun
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout, self.owned = timeout, False
+    if not launched_by_torchrun():
+        yield 0
+        return
+    from datetime import timedelta
 
-    def __enter__(self) -> int:
-        from .evaluate.distributed import launched_by_torchrun
+    import torch.distributed as dist
 
-        if not launched_by_torchrun():
-            return 0
-        from datetime import timedelta
-
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=timedelta(seconds=self.timeout))
-            self.owned = True
-        return dist.get_rank()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.owned:
-            import torch.distributed as dist
-
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+    try:
+        yield dist.get_rank()
+    finally:
+        if owned:
             dist.destroy_process_group()
 
 

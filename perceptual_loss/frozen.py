@@ -107,10 +107,9 @@ def _never_run(root: nn.Module) -> set[int]:
     """
     idle: set[int] = set()
     for graph in (m for m in root.modules() if isinstance(m, fx.GraphModule)):
-        called = {str(node.target) for node in graph.graph.nodes if node.op == "call_module"}
-        for name, module in graph.named_modules():
-            if name and not any(name == target or name.startswith(target + ".") for target in called):
-                idle.add(id(module))
+        called = (graph.get_submodule(str(n.target)) for n in graph.graph.nodes if n.op == "call_module")
+        run = {id(module) for target in called for module in target.modules()}
+        idle.update(id(module) for module in graph.modules() if module is not graph and id(module) not in run)
     return idle
 
 

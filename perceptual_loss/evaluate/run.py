@@ -144,20 +144,21 @@ def evaluate_folders(
         rows: list[Row] = []
         failures: list[tuple[str, str]] = []
         writer = None
+        scoring_device = shard.device(torch.device(device))
         workers = workers or default_workers(shard.processes_on_this_machine)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             decoded = _Prefetch(pool, mine, first, second, resize)  # the first batches decode meanwhile
             try:
                 networks, error = {}, None
                 try:
-                    networks = _networks(metrics, net, version, weights, shard.device(torch.device(device)))
+                    networks = _networks(metrics, net, version, weights, scoring_device)
                 except Exception as caught:
                     error = caught
                 shard.agree(error, "loading the metrics' weights")
                 writer = (
                     JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
                 )
-                scoring = _Scoring(metrics, networks, shard.device(torch.device(device)), y_channel, crop)
+                scoring = _Scoring(metrics, networks, scoring_device, y_channel, crop)
                 error = None
                 try:
                     for batch_rows, batch_failures in _score(decoded, scoring):
