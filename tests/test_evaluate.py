@@ -178,6 +178,21 @@ def test_image_modes_decode_to_rgb_in_unit_range(tmp_path: Path) -> None:
     assert torch.equal(batch, torch.stack([load_image(tmp_path / name) for name in expected]))
 
 
+def test_score_joint_equals_two_passes() -> None:
+    """The evaluator's one-pass scoring of small images gives forward's values."""
+    from perceptual_loss import DISTSLoss, LPIPSLoss, StyleLoss
+
+    torch.manual_seed(0)
+    a, b = torch.rand(3, 3, 48, 40), torch.rand(3, 3, 48, 40)
+    for loss in (LPIPSLoss(net="squeeze", weights=None, reduction="none"), DISTSLoss(weights=None, reduction="none")):
+        torch.testing.assert_close(loss.score_joint(a, b), loss(a, b), rtol=1e-5, atol=1e-7)
+        assert loss.score_joint(a, a).abs().max() < 1e-6
+        with pytest.raises(ValueError, match="same shape"):
+            loss.score_joint(a, b[:2])
+    with pytest.raises(ValueError, match="one shape"):  # a style loss takes a target of another size, not here
+        StyleLoss(weights=None).score_joint(a, b[:, :, :40])
+
+
 def test_8_bit_and_16_bit_files_of_one_size_are_scored_together(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     for folder in ("out", "gt"):

@@ -188,11 +188,23 @@ def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: Weig
     return layers, min_size
 
 
+_MIN_INPUT_SIZES: dict[tuple[str, ...], int] = {}
+""":func:`_min_input_size` by the layers' reprs (which give every kernel, stride and padding)."""
+
+
 def _min_input_size(layers: nn.Sequential, last: int, limit: int = 1024) -> int:
     """Smallest square input for which every tap has at least a 1x1 feature map (meta runs).
 
-    Feature sizes never shrink as the input grows, so a binary search finds it in ~10 runs.
+    Feature sizes never shrink as the input grows, so a binary search finds it in ~10 runs; the
+    answer is remembered for the next trunk with the same layers.
     """
+    key = tuple(repr(layer) for layer in list(layers)[: last + 1])
+    if key not in _MIN_INPUT_SIZES:
+        _MIN_INPUT_SIZES[key] = _search_min_input_size(layers, last, limit)
+    return _MIN_INPUT_SIZES[key]
+
+
+def _search_min_input_size(layers: nn.Sequential, last: int, limit: int) -> int:
 
     def fits(size: int) -> bool:
         x = torch.empty(1, 3, size, size, device="meta")
