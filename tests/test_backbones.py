@@ -9,7 +9,6 @@ from torchvision import models
 from torchvision.models.squeezenet import Fire
 
 from perceptual_loss import TAPS, FeatureExtractor, available_taps
-from perceptual_loss.backbones.classic import weights_name
 from perceptual_loss.weights import imagenet_weights_path
 
 from .helpers import run_to, saved_tensors, storage_bytes, torchvision_features
@@ -32,15 +31,10 @@ def test_known_indices(backbone: str, name: str, index: int) -> None:
 @pytest.mark.parametrize("backbone", sorted(TAPS))
 def test_every_tap_names_the_right_torchvision_layer(backbone: str) -> None:
     with torch.device("meta"):
-        features = getattr(models, weights_name(backbone))(weights=None).features
+        features = getattr(models, backbone)(weights=None).features
     table = TAPS[backbone]
     assert sorted(table.values()) == list(range(len(features))), "every layer has exactly one name"
-    kinds = {
-        "conv": nn.Conv2d,
-        "relu": nn.ReLU,
-        "pool": nn.MaxPool2d,
-        "fire": Fire,
-    }  # torchvision's: L2-pools replace max-pools
+    kinds = {"conv": nn.Conv2d, "bn": nn.BatchNorm2d, "relu": nn.ReLU, "pool": nn.MaxPool2d, "fire": Fire}
     for name, index in table.items():
         kind = next(k for k in kinds if name.startswith(k))
         assert isinstance(features[index], kinds[kind]), (name, index, features[index])

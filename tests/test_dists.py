@@ -135,7 +135,8 @@ def test_in_a_criterion_its_own_pass_and_equal_to_the_loss() -> None:
     images = photographs(48, 48)
     distorted = distortions(images)["noise"]
     criterion = CombinedLoss(dists={"weight": 2.0}, perceptual={"layers": ["relu2_2"]})
-    assert sorted(criterion.extractors) == ["vgg16_0", "vgg16_l2pool_1"], "max-pool and L2-pool VGG16: two views"
+    assert sorted(criterion.extractors) == ["vgg16_0", "vgg16_1"], "max-pool and L2-pool VGG16: two views"
+    assert sorted(e.pooling for e in criterion.extractors.values()) == ["l2", "max"]
     total, parts = criterion(distorted, images)
     torch.testing.assert_close(parts["dists"], DISTSLoss()(distorted, images))
     torch.testing.assert_close(total, parts["perceptual"] + 2.0 * parts["dists"])

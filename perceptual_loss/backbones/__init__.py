@@ -1,13 +1,13 @@
 """Frozen backbones that return named intermediate features ("taps").
 
 - :mod:`.registry`: which backbones exist, their tap names, their normalisation;
-- :mod:`.classic`: the four classic loss networks as sliced ``features`` with literature names;
+- :mod:`.classic`: the classic loss networks (VGGs, AlexNet, SqueezeNet) as sliced ``features`` with literature names;
 - :mod:`.graph`: any torchvision classifier or user module, traced by torch.fx, by node name;
 - :mod:`.layers`: drop-in layers that keep less for backward or no mutable state;
 - :mod:`.extractor`: :class:`FeatureExtractor`, the one entry point over all of them.
 """
 
-from .classic import TAPS
+from .classic import POOLINGS, TAPS, Pooling
 from .extractor import CHANNELS_LAST_DEVICES, INPUT, FeatureExtractor, Features, Resize, ShortSide
 from .layers import FireSharingOutput, FrozenBatchNorm, L2Pool2d, MaxPool2dRecomputingIndices
 from .registry import IMAGENET_MEAN, IMAGENET_STD, Backbone, available_taps, default_normalization, list_backbones
@@ -17,6 +17,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INPUT",
+    "POOLINGS",
     "TAPS",
     "Backbone",
     "FeatureExtractor",
@@ -25,6 +26,7 @@ __all__ = [
     "FrozenBatchNorm",
     "L2Pool2d",
     "MaxPool2dRecomputingIndices",
+    "Pooling",
     "Resize",
     "ShortSide",
     "available_taps",

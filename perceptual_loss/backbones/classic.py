@@ -1,25 +1,30 @@
-"""The four classic loss networks (VGG16, VGG19, AlexNet, SqueezeNet 1.1) as sliced ``features``.
+"""The classic loss networks (the VGGs, AlexNet, SqueezeNet 1.1) as sliced ``features``.
 
 Their tap tables map the names the perceptual-loss literature uses to an index in torchvision's
 ``model.features`` (so ``relu3_3`` of VGG16 is torchvision's node ``features.15``):
 
-- ``vgg16`` / ``vgg19``: ``convB_I`` (pre-activation), ``reluB_I`` and ``poolB`` for block ``B``
-  and layer ``I``, e.g. VGG16 ``relu3_3`` is index 15; VGG19 ``conv5_4`` is 34, ``relu5_4`` 35.
+- ``vgg11`` / ``vgg13`` / ``vgg16`` / ``vgg19``: ``convB_I`` (pre-activation), ``reluB_I`` and
+  ``poolB`` for block ``B`` and layer ``I``, e.g. VGG16 ``relu3_3`` is index 15; VGG19
+  ``conv5_4`` is 34, ``relu5_4`` 35. The BatchNorm variants (``vgg16_bn``, ...) add ``bnB_I``
+  between the two: BasicSR's names.
 - ``alexnet``: ``conv1..conv5``, ``relu1..relu5``, ``pool1``, ``pool2``, ``pool5``.
 - ``squeezenet1_1``: ``conv1``, ``relu1``, ``pool1``, ``fire2..fire9`` (outputs of the Fire
   modules, post-activation), ``pool2``, ``pool3``.
 
 When every tap lies in ``features``, the trunk is ``features[: deepest + 1]`` run as a loop (no
-tracing), with memory-saving pools and Fire modules; ``conv`` taps hold pre-activation values
-although torchvision's ReLUs work in place: the ReLU right after a tapped convolution is made
-out-of-place (only that one, so memory stays as the bare net's). Taps outside ``features``
-(``logits``, ``classifier.4``, ...) go through the traced path of :mod:`.graph`.
+tracing), with memory-saving pools and Fire modules and frozen BatchNorm; ``conv`` and ``bn``
+taps hold pre-activation values although torchvision's ReLUs work in place: the ReLU right after
+a tapped layer is made out-of-place (only that one, so memory stays as the bare net's). Its
+max-pools can be swapped (``pooling``: average, DISTS' L2-pool, or none) and their stride changed
+(``pool_stride``), as BasicSR's and piq's extractors allow. Taps outside ``features`` (``logits``,
+``classifier.4``, ...) go through the traced path of :mod:`.graph`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +34,20 @@ from torchvision.models.squeezenet import Fire
 
 from ..frozen import mode_free
 from ..weights import WeightsArg, load_backbone_state
-from .layers import L2Pool2d, hann_filter, saving_less_for_backward
+from .layers import FrozenBatchNorm, L2Pool2d, hann_filter, saving_less_for_backward
 
 logger = logging.getLogger(__name__)
 
 
-def _vgg_taps(convs_per_block: Sequence[int]) -> dict[str, int]:
+def _vgg_taps(convs_per_block: Sequence[int], batch_norm: bool = False) -> dict[str, int]:
     taps: dict[str, int] = {}
     index = 0
     for block, convs in enumerate(convs_per_block, start=1):
         for layer in range(1, convs + 1):
             taps[f"conv{block}_{layer}"] = index
+            if batch_norm:
+                index += 1
+                taps[f"bn{block}_{layer}"] = index
             taps[f"relu{block}_{layer}"] = index + 1
             index += 2
         taps[f"pool{block}"] = index
@@ -47,10 +55,13 @@ def _vgg_taps(convs_per_block: Sequence[int]) -> dict[str, int]:
     return taps
 
 
+VGG_BLOCKS = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+"""Convolutions per block of each VGG (torchvision's configurations A, B, D, E)."""
+
 # fmt: off
 TAPS: dict[str, dict[str, int]] = {
-    "vgg16": _vgg_taps((2, 2, 3, 3, 3)),
-    "vgg19": _vgg_taps((2, 2, 4, 4, 4)),
+    **{name: _vgg_taps(blocks) for name, blocks in VGG_BLOCKS.items()},
+    **{f"{name}_bn": _vgg_taps(blocks, batch_norm=True) for name, blocks in VGG_BLOCKS.items()},
     "alexnet": {
         "conv1": 0, "relu1": 1, "pool1": 2,
         "conv2": 3, "relu2": 4, "pool2": 5,
@@ -68,24 +79,33 @@ TAPS: dict[str, dict[str, int]] = {
 # fmt: on
 """Tap name -> index in torchvision's ``model.features``, per classic backbone."""
 
-L2_POOLED: dict[str, tuple[str, tuple[int, ...]]] = {"vgg16_l2pool": ("vgg16", (4, 9, 16, 23))}
-"""Variants: name -> (torchvision model whose weights it uses, ``features`` indices whose max-pool
-becomes an :class:`~.layers.L2Pool2d`). ``vgg16_l2pool`` is DISTS' trunk (pools 1-4)."""
-TAPS.update({name: TAPS[base] for name, (base, _) in L2_POOLED.items()})
+Pooling = Literal["max", "avg", "l2", "none"]
+POOLINGS = ("max", "avg", "l2", "none")
+"""What the classic trunks' max-pools become: themselves (``"max"``), ``nn.AvgPool2d`` of the
+same window (``"avg"``: piq's ``replace_pooling``, Gatys et al.'s advice for style), DISTS'
+:class:`~.layers.L2Pool2d` (``"l2"``; VGG's 2x2 pools only), or nothing (``"none"``: BasicSR's
+``remove_pooling``)."""
 
 mode_free(Fire)  # conv, ReLU, cat: the same in both modes
 
-_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
-    "vgg16": models.vgg16,
-    "vgg19": models.vgg19,
-    "alexnet": models.alexnet,
-    "squeezenet1_1": models.squeezenet1_1,
-}
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {name: getattr(models, name) for name in TAPS}
 
 
-def weights_name(backbone: str) -> str:
-    """The torchvision model whose weights ``backbone`` loads (``vgg16`` for ``vgg16_l2pool``)."""
-    return L2_POOLED[backbone][0] if backbone in L2_POOLED else backbone
+def check_pooling(backbone: str, pooling: str, pool_stride: int | None) -> None:
+    """Raise if ``pooling`` / ``pool_stride`` are unknown or do not apply to ``backbone``'s pools."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}.")
+    if pool_stride is not None and (
+        isinstance(pool_stride, bool) or not isinstance(pool_stride, int) or pool_stride < 1
+    ):
+        raise ValueError(f"pool_stride must be a positive int (None keeps the network's); got {pool_stride!r}.")
+    if pooling == "none" and pool_stride is not None:
+        raise ValueError("pool_stride with pooling='none': there is no pool left to set the stride of.")
+    if pooling == "l2" and backbone in TAPS and not backbone.startswith("vgg"):
+        raise ValueError(
+            f"pooling='l2' is DISTS' L2-pool in place of VGG's 2x2 max-pools; {backbone}'s pools are 3x3. Use "
+            "pooling='avg' or 'max', or a VGG."
+        )
 
 
 def aliases(backbone: str) -> dict[str, str]:
@@ -141,37 +161,55 @@ class TappedSequential(nn.Sequential):
 
 def _erode(layer: nn.Module, mask: Tensor) -> Tensor:
     """The minimum of ``mask`` over each output position's window of ``layer`` (a min-pool)."""
-    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         stride = layer.stride if layer.stride is not None else layer.kernel_size
-        ceil_mode = isinstance(layer, nn.MaxPool2d) and layer.ceil_mode
-        window = (layer.kernel_size, stride, layer.padding, layer.dilation)
+        ceil_mode = isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)) and layer.ceil_mode
+        dilation = getattr(layer, "dilation", 1)
+        window = (layer.kernel_size, stride, layer.padding, dilation)
         return -F.max_pool2d(-mask, *window, ceil_mode=ceil_mode)  # type: ignore[arg-type]
     if isinstance(layer, L2Pool2d):
-        return -F.max_pool2d(-mask, 3, 2, 1)
+        return -F.max_pool2d(-mask, 3, layer.stride, 1)
     if isinstance(layer, Fire):  # its widest path: the 3x3 expand convolution
         return -F.max_pool2d(-mask, 3, 1, 1)
     return mask
 
 
-def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: WeightsArg) -> tuple[TappedSequential, int]:
-    """The frozen-to-be trunk for ``{tap: features index}`` and the smallest input size it takes."""
+def build_classic_trunk(
+    backbone: str,
+    indices: Mapping[str, int],
+    weights: WeightsArg,
+    pooling: Pooling = "max",
+    pool_stride: int | None = None,
+) -> tuple[TappedSequential, int]:
+    """The frozen-to-be trunk for ``{tap: features index}`` and the smallest input size it takes.
+
+    Args:
+        backbone: a key of :data:`TAPS`.
+        indices: ``{tap: index in features}``.
+        weights: see :func:`~perceptual_loss.weights.load_backbone_state`.
+        pooling, pool_stride: what the max-pools become (:data:`POOLINGS`) and their stride
+            (``None``: the network's own).
+    """
+    check_pooling(backbone, pooling, pool_stride)
     last = max(indices.values())
     tap_at: dict[int, list[str]] = {}
     for name, index in indices.items():
         tap_at.setdefault(index, []).append(name)
     # Build on the meta device: no memory and no init for the layers we drop (the classifier
     # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
-    base = weights_name(backbone)
-    l2_pooled = [i for i in L2_POOLED.get(backbone, ("", ()))[1] if i <= last]
     with torch.device("meta"):
-        full = _CONSTRUCTORS[base](weights=None)
-        layers = TappedSequential(saving_less_for_backward(full.features[: last + 1]), tap_at)  # type: ignore[index,arg-type]
-        for index in l2_pooled:
-            layers[index] = L2Pool2d()
+        full = _CONSTRUCTORS[backbone](weights=None).eval()  # BatchNorm: eval arithmetic in the size search
+        features = _replace_pools(full.features[: last + 1], pooling, pool_stride)  # type: ignore[index,arg-type]
+        removed = sorted(name for name, index in indices.items() if isinstance(features[index], nn.Identity))
+        if removed:
+            raise ValueError(
+                f"pooling='none' removes the pools, so there is no {', '.join(removed)} to tap: tap the layer before it."
+            )
+        layers = TappedSequential(saving_less_for_backward(features), tap_at)  # type: ignore[arg-type]
     min_size = _min_input_size(layers, last)
-    state = load_backbone_state(base, weights, full.state_dict())
+    state = load_backbone_state(backbone, weights, full.state_dict())
     layers = layers.to_empty(device="cpu")
-    windows = {f"{index}.window": hann_filter() for index in l2_pooled}
+    windows = {f"{i}.window": hann_filter() for i, layer in enumerate(layers) if isinstance(layer, L2Pool2d)}
     if state is None:
         _random_init(layers)
         layers.load_state_dict({**layers.state_dict(), **windows}, strict=True)
@@ -180,12 +218,33 @@ def build_classic_trunk(backbone: str, indices: Mapping[str, int], weights: Weig
         prefix = "features."
         kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[1]) <= last}
         layers.load_state_dict({**kept, **windows}, strict=True)
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.BatchNorm2d):
+            layers[index] = FrozenBatchNorm(layer)
     for index in tap_at:
         after = index + 1
         relu = layers[after] if after < len(layers) else None
-        if isinstance(layers[index], nn.Conv2d) and isinstance(relu, nn.ReLU):
+        if isinstance(relu, nn.ReLU):  # it would overwrite the tapped conv's or BatchNorm's output
             relu.inplace = False
     return layers, min_size
+
+
+def _replace_pools(features: nn.Sequential, pooling: Pooling, stride: int | None) -> nn.Sequential:
+    """``features`` with each max-pool made ``pooling`` with ``stride`` (``None``: its own)."""
+    for index, layer in enumerate(features):
+        if not isinstance(layer, nn.MaxPool2d) or (pooling == "max" and stride is None):
+            continue
+        kernel, padding, ceil_mode = layer.kernel_size, layer.padding, layer.ceil_mode
+        step = layer.stride if stride is None else stride
+        if pooling == "max":
+            features[index] = nn.MaxPool2d(kernel, step, padding, layer.dilation, ceil_mode=ceil_mode)
+        elif pooling == "avg":  # padding is 0 in every classic trunk, so count_include_pad never matters
+            features[index] = nn.AvgPool2d(kernel, step, padding, ceil_mode=ceil_mode)  # type: ignore[arg-type]
+        elif pooling == "l2":
+            features[index] = L2Pool2d(stride=2 if stride is None else stride)
+        else:
+            features[index] = nn.Identity()
+    return features
 
 
 _MIN_INPUT_SIZES: dict[tuple[str, ...], int] = {}
@@ -227,9 +286,11 @@ def _search_min_input_size(layers: nn.Sequential, last: int, limit: int) -> int:
 
 
 def _random_init(layers: nn.Module) -> None:
-    """torchvision's VGG init for every conv (weights=None is for tests only)."""
+    """torchvision's VGG init for every conv, BatchNorm's own (weights=None is for tests only)."""
     for module in layers.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()  # weight 1, bias 0, running mean 0, variance 1

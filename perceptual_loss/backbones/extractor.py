@@ -14,14 +14,15 @@ from torch import Tensor, nn
 from ..frozen import FrozenModule
 from ..weights import InvalidWeightsError, WeightsArg, load_backbone_state
 from . import classic, graph
+from .classic import Pooling
 from .registry import (
     Backbone,
-    available_taps,
     backbone_name,
     build_model,
     check_backbone_name,
     classic_indices,
     default_normalization,
+    input_statistics,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ Features = dict[str, Tensor]
 INPUT = "input"
 """The tap of the image itself, resized if ``resize`` and mapped to ``[0, 1]`` (DISTS' stage 0)."""
 INSIDE_UNSUPPORTED = (
-    "mask_mode='inside' needs the receptive fields of the classic backbones (vgg16, vgg19, alexnet, "
-    "squeezenet1_1, vgg16_l2pool) run without resize; {backbone} is not one: use mask_mode='area'."
+    "mask_mode='inside' needs the receptive fields of the classic backbones (the VGGs, alexnet, squeezenet1_1) "
+    "with taps in their features, run without resize; {backbone} is not one: use mask_mode='area'."
 )
 
 
@@ -62,8 +63,8 @@ class FeatureExtractor(FrozenModule):
     Normalisation is inside: images in ``input_range`` are (optionally) resized, mapped to
     ``[0, 1]`` and then to ``(x - mean) / std`` per channel before the first layer.
 
-    The classic four (``vgg16``, ``vgg19``, ``alexnet``, ``squeezenet1_1``) run as a loop over
-    ``model.features`` when every tap lies there; every other backbone, tap (``logits``) or module
+    The classic networks (the VGGs with and without BatchNorm, ``alexnet``, ``squeezenet1_1``) run
+    as a loop over ``model.features`` when every tap lies there; every other backbone, tap (``logits``) or module
     runs as a graph traced by ``torch.fx`` (see :mod:`perceptual_loss.backbones.graph`). Either
     way nothing after the deepest tap is run or kept, BatchNorm and dropout stay in eval mode
     whatever a parent does, nothing is in ``state_dict``, and tapped pre-activations are never
@@ -84,6 +85,13 @@ class FeatureExtractor(FrozenModule):
         mean, std: per-channel statistics applied to ``[0, 1]`` images; default the weights' own
             (ImageNet's for torchvision's; ``(0.5,)*3, (0.5,)*3`` feeds the network ``[-1, 1]``
             images, as LPIPS v0.0 did).
+        normalize: ``False`` feeds the network ``[0, 1]`` images with no mean/std at all
+            (BasicSR's ``use_input_norm=False``); not together with ``mean``/``std``.
+        pooling: what the classic trunks' max-pools become: ``"max"`` (default, as trained) |
+            ``"avg"`` (average pooling of the same window: piq's ``replace_pooling``, Gatys et
+            al.'s choice for style) | ``"l2"`` (DISTS' L2-pool; VGGs) | ``"none"`` (removed:
+            BasicSR's ``remove_pooling``).
+        pool_stride: the pools' stride (BasicSR's ``pooling_stride``); ``None``: the network's.
         resize: ``None`` (default: images go in as they are) | ``size`` | ``(height, width)``:
             images are resized bilinearly with antialiasing first (MaskBit/TiTok use 224);
             :class:`ShortSide` ``(256)`` shrinks the shorter side to 256 (DISTS' script).
@@ -120,8 +128,12 @@ class FeatureExtractor(FrozenModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         super().__init__()
+        mean, std = input_statistics(mean, std, normalize)
         if isinstance(taps, str) or not taps:
             raise ValueError(f"taps must be a non-empty list of layer names, e.g. ['relu2_2']; got {taps!r}.")
         low, high = _check_range_arg(input_range)
@@ -136,8 +148,17 @@ class FeatureExtractor(FrozenModule):
             raise ValueError(f"taps must name at least one layer besides {INPUT!r}; got {list(taps)}.")
         indices = classic_indices(backbone, layer_taps)
         self.layers: nn.Module
+        classic.check_pooling(self.backbone, pooling, pool_stride)
+        if indices is None and (pooling != "max" or pool_stride is not None):
+            raise ValueError(
+                f"pooling= and pool_stride= change the max-pools of the classic trunks (the VGGs, alexnet, "
+                f"squeezenet1_1) with every tap in their features; {self.backbone} with taps {list(layer_taps)} is "
+                "traced from torchvision's graph. Use the network's own pools, or pass an nn.Module with the pools "
+                "you want."
+            )
+        self.pooling, self.pool_stride = pooling, pool_stride
         if indices is not None:
-            self.layers, min_size = classic.build_classic_trunk(str(backbone), indices, weights)
+            self.layers, min_size = classic.build_classic_trunk(str(backbone), indices, weights, pooling, pool_stride)
             fixed_size: int | None = None
             self.tap_dims = dict.fromkeys(self.taps, 4)
         else:
@@ -238,7 +259,9 @@ class FeatureExtractor(FrozenModule):
 
     def extra_repr(self) -> str:
         resize = f", resize={self.resize}" if self.resize is not None else ""
-        return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}{resize}"
+        pooling = f", pooling={self.pooling!r}" if self.pooling != "max" else ""
+        stride = f", pool_stride={self.pool_stride}" if self.pool_stride is not None else ""
+        return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}{resize}{pooling}{stride}"
 
 
 _PROBED: dict[tuple[str, tuple[str, ...]], graph.GraphInfo] = {}
@@ -252,11 +275,6 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a torchvision model name or an nn.Module; got {type(backbone).__name__}.")
     name = check_backbone_name(backbone)
-    if name in classic.L2_POOLED:
-        valid = available_taps(name)
-        raise ValueError(
-            graph.unknown_tap_message(next(t for t in taps if t not in valid), valid, name, list(classic.TAPS[name]))
-        )
     model = build_model(name, meta=weights is not None)
     traced, qualnames = graph.trace(model, name)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))

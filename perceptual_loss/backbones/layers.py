@@ -199,23 +199,24 @@ def hann_filter() -> Tensor:
 
 
 class _L2Pool(torch.autograd.Function):
-    """``sqrt(conv(x^2, g) + eps)`` (depthwise, stride 2, padding 1), saving only ``x`` and the output.
+    """``sqrt(conv(x^2, g) + eps)`` (depthwise, padding 1), saving only ``x`` and the output.
 
     Both are kept anyway (the ReLU before keeps ``x``, the convolution after keeps the output),
     so the pool costs no memory for backward; autograd's version would also keep ``x^2``.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, window: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, window: Tensor, stride: int) -> Tensor:  # type: ignore[override]
         weight = window.to(x.dtype).expand(x.shape[1], 1, 3, 3)
-        pooled = F.conv2d(x.square(), weight, stride=2, padding=1, groups=x.shape[1])
+        pooled = F.conv2d(x.square(), weight, stride=stride, padding=1, groups=x.shape[1])
         out = pooled.add_(L2_POOL_EPS).sqrt_()
         ctx.save_for_backward(x, out, weight)
+        ctx.stride = stride
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         x, out, weight = ctx.saved_tensors
         # d out / d pooled = 1 / (2 out);  d pooled / d x^2 = the convolution's transpose;  d x^2 / d x = 2 x
         grad_pooled = grad / out
@@ -223,9 +224,19 @@ class _L2Pool(torch.autograd.Function):
         # passes an expanded dummy input, so oneDNN returns an NCHW gradient for a channels_last
         # trunk and the ops after it mix layouts (the pool's backward was 3-6x slower on CPU).
         grad_squares = torch.ops.aten.convolution_backward(
-            grad_pooled, x, weight, None, [2, 2], [1, 1], [1, 1], False, [0, 0], x.shape[1], (True, False, False)
+            grad_pooled,
+            x,
+            weight,
+            None,
+            [ctx.stride] * 2,
+            [1, 1],
+            [1, 1],
+            False,
+            [0, 0],
+            x.shape[1],
+            (True, False, False),
         )[0]
-        return grad_squares.mul_(x), None
+        return grad_squares.mul_(x), None, None
 
 
 @mode_free
@@ -237,11 +248,15 @@ class L2Pool2d(nn.Module):
     not underflow in fp16 and the square root's gradient stays finite; the result returns in the
     input's dtype. The window is a frozen parameter (DDP syncs it once, never per step).
 
-    Shape: ``(N, C, H, W)`` -> ``(N, C, ceil(H / 2), ceil(W / 2))``.
+    Args:
+        stride: 2 in DISTS; another value for ``pool_stride``.
+
+    Shape: ``(N, C, H, W)`` -> ``(N, C, ceil(H / 2), ceil(W / 2))`` (stride 2).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stride: int = 2) -> None:
         super().__init__()
+        self.stride = stride
         self.window = nn.Parameter(hann_filter(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -249,4 +264,7 @@ class L2Pool2d(nn.Module):
         outside = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
         with outside:
             wide = x.to(torch.promote_types(x.dtype, torch.float32))
-            return _L2Pool.apply(wide, self.window).to(x.dtype)
+            return _L2Pool.apply(wide, self.window, self.stride).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"

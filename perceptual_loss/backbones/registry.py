@@ -2,15 +2,16 @@
 
 A backbone is named as torchvision names its classification models (``"resnet50"``,
 ``"convnext_small"``, ``"vit_b_16"``: :func:`list_backbones`), or given as an ``nn.Module``. The
-four classic loss networks (``vgg16``, ``vgg19``, ``alexnet``, ``squeezenet1_1``) also answer to
-the names of the perceptual-loss literature (``relu2_2``, ``conv5_4``, ``fire4``), which are
-aliases of torchvision node names (``relu2_2`` of VGG16 is ``features.8``).
+classic loss networks (the VGGs with and without BatchNorm, ``alexnet``, ``squeezenet1_1``) also
+answer to the names of the perceptual-loss literature (``relu2_2``, ``conv5_4``, ``bn1_1``,
+``fire4``), which are aliases of torchvision node names (``relu2_2`` of VGG16 is ``features.8``).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Sequence
 
 import torch
@@ -35,7 +36,7 @@ def list_backbones() -> list[str]:
         >>> "resnet50" in list_backbones() and "vit_b_16" in list_backbones()
         True
     """
-    return sorted([*torchvision.models.list_models(module=torchvision.models), *classic.L2_POOLED])
+    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def check_backbone_name(name: str) -> str:
@@ -88,8 +89,6 @@ def available_taps(backbone: Backbone) -> list[str]:
         traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
         return graph.node_names(traced, qualnames)
     name = check_backbone_name(backbone)
-    if name in classic.L2_POOLED:  # its features only: no traced path
-        return [*classic.TAPS[name], *classic.aliases(name).values()]
     return [*classic.TAPS.get(name, {}), *_torchvision_taps(name)]
 
 
@@ -100,13 +99,37 @@ def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tupl
     statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
     """
     if isinstance(backbone, str) and isinstance(weights, str):
-        enum = weights_enum(classic.weights_name(backbone), weights)
+        enum = weights_enum(backbone, weights)
         if enum is not None:
             transform = enum.transforms()
             mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
             if mean is not None and std is not None:
                 return tuple(float(m) for m in mean), tuple(float(s) for s in std)
     return IMAGENET_MEAN, IMAGENET_STD
+
+
+NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+"""``(mean, std)`` of ``normalize=False``: the network sees ``[0, 1]`` images as they are."""
+
+
+def input_statistics(
+    mean: Sequence[float] | None, std: Sequence[float] | None, normalize: bool
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``(mean, std)`` as given (``None``: the weights' own, filled in later), or
+    :data:`NO_NORMALIZATION` for ``normalize=False`` (BasicSR's ``use_input_norm=False``)."""
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False; got {normalize!r}.")
+    if not normalize:
+        if mean is not None or std is not None:
+            raise ValueError(
+                "normalize=False feeds the network [0, 1] images as they are, and mean/std normalise them: give one "
+                "or the other."
+            )
+        return NO_NORMALIZATION
+    return (
+        None if mean is None else tuple(float(m) for m in mean),
+        None if std is None else tuple(float(s) for s in std),
+    )
 
 
 def backbone_name(backbone: Backbone) -> str:
@@ -118,6 +141,12 @@ def classic_indices(backbone: Backbone, taps: Sequence[str]) -> dict[str, int] |
     """``{tap: features index}`` when every tap of a classic backbone lies in ``features``; else ``None``."""
     if not isinstance(backbone, str) or backbone not in classic.TAPS:
         return None
+    for tap in taps:
+        if re.fullmatch(r"bn\d+_\d+", tap) and tap not in classic.TAPS[backbone] and f"{backbone}_bn" in classic.TAPS:
+            raise ValueError(
+                f"{tap} is a BatchNorm layer of {backbone}_bn; {backbone} has none. Use backbone='{backbone}_bn' "
+                f"(BasicSR's vgg_type='{backbone}_bn'), or tap conv{tap[2:]} / relu{tap[2:]} of {backbone}."
+            )
     indices = {tap: classic.features_index(backbone, tap) for tap in taps}
     if any(index is None for index in indices.values()):
         return None

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..backbones import Backbone, FeatureExtractor, Features, Resize, ShortSide, default_normalization
+from ..backbones.classic import Pooling
 from ..backbones.extractor import INSIDE_UNSUPPORTED, check_resize
-from ..backbones.registry import backbone_name
+from ..backbones.registry import backbone_name, input_statistics
 from ..distances import DISTANCES, Distance, masks_at
 from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
@@ -101,15 +102,15 @@ class View:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     resize: tuple[int, int] | ShortSide | None = None
+    pooling: Pooling = "max"
+    pool_stride: int | None = None
 
     def resolved(self, weights: WeightsArg) -> View:
         """This view with ``mean``/``std`` filled in from ``weights`` (so equal inputs compare equal)."""
         if self.mean is not None and self.std is not None:
             return self
         mean, std = default_normalization(self.backbone, weights)
-        return View(
-            self.backbone, mean if self.mean is None else self.mean, std if self.std is None else self.std, self.resize
-        )
+        return replace(self, mean=mean if self.mean is None else self.mean, std=std if self.std is None else self.std)
 
     def extractor(self, taps: Sequence[str], weights: WeightsArg, input_range: tuple[float, float]) -> FeatureExtractor:
         """The frozen extractor of this view for ``taps``."""
@@ -121,6 +122,8 @@ class View:
             mean=self.mean,
             std=self.std,
             resize=self.resize,
+            pooling=self.pooling,
+            pool_stride=self.pool_stride,
         )
 
 
@@ -128,8 +131,8 @@ class Comparison(nn.Module):
     """How a perceptual term compares: features of pred vs a prepared target -> one value per sample.
 
     It names what it needs to look at (a :class:`View`: ``backbone``, the input normalisation
-    ``mean``/``std`` applied to ``[0, 1]`` images, ``resize``) and its ``taps``, but holds no
-    backbone. Subclasses implement :meth:`prepare_target` (what is kept of the target, e.g. Gram
+    ``mean``/``std`` applied to ``[0, 1]`` images (none with ``normalize=False``), ``resize``,
+    ``pooling`` and ``pool_stride``) and its ``taps``, but holds no backbone. Subclasses implement :meth:`prepare_target` (what is kept of the target, e.g. Gram
     matrices; cacheable) and :meth:`forward`.
     """
 
@@ -145,15 +148,13 @@ class Comparison(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         super().__init__()
         self.taps = tuple(taps)
-        self.view = View(
-            backbone,
-            None if mean is None else tuple(float(m) for m in mean),
-            None if std is None else tuple(float(s) for s in std),
-            check_resize(resize),
-        )
+        self.view = View(backbone, *input_statistics(mean, std, normalize), check_resize(resize), pooling, pool_stride)
 
     @property
     def backbone(self) -> str:
@@ -187,7 +188,8 @@ class LayerComparison(Comparison):
         layers: tap names (weight 1 each) or ``{name: weight}``.
         backbone: the backbone the taps belong to (a torchvision model name or a module).
         distance: one of :attr:`distances`.
-        mean, std, resize: the input policy (see :class:`~perceptual_loss.FeatureExtractor`).
+        mean, std, resize, normalize, pooling, pool_stride: what the backbone sees and how it
+            pools (see :class:`~perceptual_loss.FeatureExtractor`).
     """
 
     distances: tuple[str, ...] = DISTANCES
@@ -200,13 +202,16 @@ class LayerComparison(Comparison):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         if distance not in self.distances:
             raise ValueError(
                 f"Unknown distance {distance!r} for {type(self).__name__}; choose one of {self.distances}."
             )
         layer_weights = parse_layers(layers)
-        super().__init__(backbone, list(layer_weights), mean, std, resize)
+        super().__init__(backbone, list(layer_weights), mean, std, resize, normalize, pooling, pool_stride)
         self.layer_weights = layer_weights
         self.distance = distance
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, ShortSide
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, Pooling, ShortSide
+from ..backbones.registry import input_statistics
 from ..distances import dists_distance
 from ..frozen import FrozenModule
 from ..validation import Grayscale
 from ..weights import DISTS_CHANNELS, WeightsArg, load_dists_weights
 from ._base import Comparison, FeatureLoss, MaskMode, Reduction
 
-DISTS_BACKBONE = "vgg16_l2pool"
+DISTS_BACKBONE = "vgg16"
+DISTS_POOLING: Pooling = "l2"
 DISTS_TAPS = (INPUT, "relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 """DISTS' six stages: the image in [0, 1] itself, then VGG16 with L2-pools instead of max-pools."""
 
@@ -36,19 +40,29 @@ class DISTSWeights(FrozenModule):
 class DISTSComparison(Comparison):
     """DISTS from the six stages' features; see :func:`perceptual_loss.dists_distance`.
 
-    Looks at ``vgg16_l2pool`` (VGG16 with its first four max-pools replaced by L2-pools) with
-    ImageNet normalisation, plus the ``input`` tap. The prepared target is its features.
+    Looks at VGG16 with L2-pools in place of its max-pools (``pooling="l2"``) with ImageNet
+    normalisation, plus the ``input`` tap. The prepared target is its features.
 
     Args:
         dists_weights: path to an alpha/beta file; ``None`` for the one ``dists-pytorch`` ships.
         resize: ``None`` (default, as ``DISTS_pytorch.DISTS``) | a short-side size such as 256
             (the reference script's preprocessing; see :class:`DISTSLoss`).
+        mean, std, normalize: the trunk's input normalisation; default ImageNet's, DISTS' own.
     """
 
-    def __init__(self, dists_weights: WeightsArg = None, resize: int | None = None) -> None:
+    def __init__(
+        self,
+        dists_weights: WeightsArg = None,
+        resize: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalize: bool = True,
+    ) -> None:
+        mean, std = input_statistics(mean, std, normalize)
         super().__init__(
-            DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN, IMAGENET_STD, None if resize is None else ShortSide(resize)
-        )
+            DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std,
+            None if resize is None else ShortSide(resize), pooling=DISTS_POOLING,
+        )  # fmt: skip
         self.weights = DISTSWeights(*load_dists_weights(dists_weights))
 
     def forward(
@@ -84,6 +98,9 @@ class DISTSLoss(FeatureLoss):
         resize: ``None`` | a short-side size, e.g. 256.
         input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
         mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
+        mean, std, normalize: the trunk's input normalisation; default ImageNet's (DISTS' own;
+            ``piq.DISTS(mean=..., std=...)`` sets it too). Another one is no longer DISTS as
+            trained: for experiments and parity only.
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``.
@@ -106,9 +123,12 @@ class DISTSLoss(FeatureLoss):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
         mask_mode: MaskMode = "area",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__(
-            DISTSComparison(dists_weights, resize),
+            DISTSComparison(dists_weights, resize, mean, std, normalize),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
             mask_mode=mask_mode,
         )  # fmt: skip

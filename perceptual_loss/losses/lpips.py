@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features, Pooling
+from ..backbones.registry import input_statistics
 from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
 from ..validation import Grayscale
@@ -61,6 +63,11 @@ class LPIPSComparison(Comparison):
         version: Literal["0.1", "0.0"] = "0.1",
         spatial: bool | Literal["bilinear"] = False,
         head_weights: WeightsArg = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         if spatial not in (False, True, "bilinear"):
             raise ValueError(
@@ -71,7 +78,12 @@ class LPIPSComparison(Comparison):
         if version not in LPIPS_VERSIONS:
             raise ValueError(f"Unknown LPIPS version {version!r}; choose one of {LPIPS_VERSIONS}.")
         backbone, taps, channels = LPIPS_NETWORKS[net]
-        super().__init__(backbone, taps, *lpips_normalization(version))
+        mean, std = input_statistics(mean, std, normalize)
+        own_mean, own_std = lpips_normalization(version)
+        super().__init__(
+            backbone, taps, own_mean if mean is None else mean, own_std if std is None else std, None, True, pooling,
+            pool_stride,
+        )  # fmt: skip
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
@@ -120,6 +132,11 @@ class LPIPSLoss(FeatureLoss):
             ``(-1, 1)``: pass ``input_range=(-1, 1)`` to feed the same tensors.)
         grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
         mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
+        mean, std, normalize: the trunk's input normalisation; default LPIPS' own (ImageNet's
+            for v0.1, ``[-1, 1]`` input for v0.0). ``piq.LPIPS(mean=..., std=...)`` sets it too.
+            Another one is no longer LPIPS as calibrated: for experiments and parity only.
+        pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss`;
+            ``pooling="avg"`` is ``piq.LPIPS(replace_pooling=True)`` (with ``net="vgg"``).
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``.
@@ -144,9 +161,14 @@ class LPIPSLoss(FeatureLoss):
         grayscale: Grayscale = None,
         check_inputs: bool = True,
         mask_mode: MaskMode = "area",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         super().__init__(
-            LPIPSComparison(net, version, spatial, head_weights),
+            LPIPSComparison(net, version, spatial, head_weights, mean, std, normalize, pooling, pool_stride),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
             mask_mode=mask_mode,
         )  # fmt: skip

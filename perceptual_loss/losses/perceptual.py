@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..backbones import Backbone, Features, Resize
+from ..backbones import Backbone, Features, Pooling, Resize
 from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -25,8 +25,11 @@ class PerceptualComparison(LayerComparison):
         std: Sequence[float] | None = None,
         resize: Resize = None,
         spatial: bool = False,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
-        super().__init__(layers, backbone, distance, mean, std, resize)
+        super().__init__(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride)
         if spatial and distance == "fro":
             raise ValueError(
                 "spatial=True needs a distance that is a mean over positions (l1, l2, normalized_l2); 'fro' is "
@@ -74,6 +77,12 @@ class PerceptualLoss(FeatureLoss):
         check_inputs: check the target's value range (one host sync per call); set ``False`` in
             a tuned training loop. Shape, dtype and device checks always run (they are free).
         mean, std: the network's input normalisation on ``[0, 1]`` images; default the weights'.
+        normalize: ``False``: no input normalisation at all, the network sees ``[0, 1]`` images
+            (BasicSR's ``use_input_norm=False``); not together with ``mean``/``std``.
+        pooling: what the classic trunks' max-pools become: ``"max"`` (default) | ``"avg"``
+            (piq's ``replace_pooling=True``) | ``"l2"`` (DISTS' L2-pool; VGGs) | ``"none"``
+            (BasicSR's ``remove_pooling=True``).
+        pool_stride: the pools' stride (BasicSR's ``pooling_stride``); ``None``: the network's.
         resize: ``None`` (default) | ``224`` | ``(H, W)``: resize both images (bilinear,
             antialiased) before the backbone, as MaskBit and TiTok do.
         mask_mode: how a ``mask=`` reaches each tap: ``"area"`` (default: area-averaged; positions
@@ -117,9 +126,12 @@ class PerceptualLoss(FeatureLoss):
         resize: Resize = None,
         spatial: bool = False,
         mask_mode: MaskMode = "area",
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         super().__init__(
-            PerceptualComparison(layers, backbone, distance, mean, std, resize, spatial),
+            PerceptualComparison(layers, backbone, distance, mean, std, resize, spatial, normalize, pooling, pool_stride),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
             mask_mode=mask_mode,
         )  # fmt: skip

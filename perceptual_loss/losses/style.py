@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from ..backbones import Backbone, Features, Resize
+from ..backbones import Backbone, Features, Pooling, Resize
 from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -33,8 +33,11 @@ class StyleComparison(LayerComparison):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
-        super().__init__(layers, backbone, distance, mean, std, resize)
+        super().__init__(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride)
 
     def check_features(self, dims: Mapping[str, int]) -> None:
         flat = {tap: dims[tap] for tap in self.taps if dims[tap] != 4}
@@ -65,8 +68,9 @@ class StyleLoss(FeatureLoss):
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``; default Johnson et al.'s
             ``relu1_2, relu2_2, relu3_3, relu4_3``.
-        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize: as for
-            :class:`~perceptual_loss.PerceptualLoss` (taps must give ``(N, C, H, W)`` maps).
+        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize, normalize,
+            pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss` (taps must give
+            ``(N, C, H, W)`` maps). ``pooling="avg"`` is Gatys et al.'s choice for style.
         mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
         distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
@@ -97,9 +101,12 @@ class StyleLoss(FeatureLoss):
         std: Sequence[float] | None = None,
         resize: Resize = None,
         mask_mode: MaskMode = "area",
+        normalize: bool = True,
+        pooling: Pooling = "max",
+        pool_stride: int | None = None,
     ) -> None:
         super().__init__(
-            StyleComparison(layers, backbone, distance, mean, std, resize),
+            StyleComparison(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride),
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
             mask_mode=mask_mode,
         )  # fmt: skip
