@@ -23,6 +23,7 @@ from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import MaskMode, View, check_mask_mode, tap_masks
+from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .validation import Grayscale, check_image, check_mask, check_module_compatible, check_pair, check_range, check_size
 from .weights import WeightsArg
@@ -57,7 +58,9 @@ class CombinedLoss(nn.Module):
             Charbonnier's ``eps`` (default 1e-3).
         perceptual: ``{"weight": w, "layers": [...], "backbone": "vgg16", "distance": "l1"}``
             (keys after ``weight`` as in :class:`~perceptual_loss.PerceptualLoss`: ``backbone``,
-            ``resize``, ``mean``, ``std``, and ``weights`` to override the criterion's), or
+            ``resize``, ``mean``, ``std``, ``normalize``, ``pooling``, ``pool_stride``, ``weights``
+            to override the criterion's, and ``preset``: ``{"weight": 1.0, "preset":
+            "real_esrgan"}``, see :data:`perceptual_loss.losses.perceptual.PRESETS`), or
             ``None``. Several terms of one kind: a mapping of names to such mappings, e.g.
             ``{"vgg": {...}, "logits": {"backbone": "convnext_small", "layers": ["logits"], ...}}``;
             their parts are named ``perceptual/vgg``, ``perceptual/logits``.
@@ -383,7 +386,7 @@ def _term_configs(kind: str, config: Mapping[str, Any] | None) -> list[tuple[str
         return []
     if not isinstance(config, Mapping):
         raise TypeError(f"{kind} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
-    options = {"weight", "weights", *inspect.signature(_COMPARISONS[kind]).parameters}
+    options = {"weight", "weights", "preset", *inspect.signature(_COMPARISONS[kind]).parameters}
     named = bool(config) and all(isinstance(v, Mapping) for v in config.values()) and not set(config) & options
     terms = [(f"{kind}/{name}", sub) for name, sub in config.items()] if named else [(kind, config)]
     built = []
@@ -398,6 +401,11 @@ def _term_configs(kind: str, config: Mapping[str, Any] | None) -> list[tuple[str
 
 
 def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
+    if "preset" in options:
+        if kind != "perceptual":
+            raise ValueError(f"preset= is for the perceptual term; {kind} has none.")
+        rest = {k: v for k, v in options.items() if k != "preset"}
+        options = preset_arguments(options["preset"], rest)
     if options.get("spatial"):
         raise ValueError(
             f"{kind}.spatial is not supported in CombinedLoss (it sums scalar terms); use the loss's own spatial=True."

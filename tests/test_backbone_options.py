@@ -146,7 +146,7 @@ def test_random_batchnorm_init_is_the_identity_statistics() -> None:
         ("vgg19", "avg", None, ["relu2_1", "pool3", "relu5_4"]),
         ("vgg19", "max", 1, ["relu2_2", "relu3_1"]),
         ("vgg19", "avg", 1, ["pool1", "relu2_1"]),
-        ("vgg19", "none", None, ["relu2_1", "conv3_1", "relu5_4"]),
+        ("vgg19", "none", None, ["relu2_1", "conv3_1"]),
         ("vgg16", "l2", None, ["relu2_2", "relu4_3"]),
         ("vgg16", "l2", 1, ["relu2_2"]),
         ("vgg13_bn", "avg", None, ["bn3_1", "relu4_2"]),
@@ -288,3 +288,26 @@ def test_a_users_module_is_not_changed_by_the_options() -> None:
 def test_bad_options_name_the_problem_and_the_fix(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PerceptualLoss(**{"layers": ["relu2_2"], "weights": None, **kwargs})
+
+
+def test_presets_are_the_recipes_written_out() -> None:
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    recipes = {
+        "esrgan": PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19", distance="l1"),
+        "real_esrgan": PerceptualLoss(
+            {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}, backbone="vgg19"
+        ),
+    }
+    for name, written in recipes.items():
+        preset = PerceptualLoss.from_preset(name)
+        assert preset.comparison.layer_weights == written.comparison.layer_weights
+        assert torch.equal(preset(x, y), written(x, y))
+        criterion = CombinedLoss(perceptual={"preset": name, "weight": 2.0})
+        total, parts = criterion(x, y)
+        assert torch.equal(parts["perceptual"], written(x, y)) and torch.equal(total, 2.0 * written(x, y))
+    overridden = PerceptualLoss.from_preset("esrgan", distance="l2", reduction="none")
+    assert overridden.comparison.distance == "l2" and overridden(x, y).shape == (2,)
+    with pytest.raises(ValueError, match=r"Unknown preset 'srgan'; choose one of \('esrgan', 'real_esrgan'\)"):
+        PerceptualLoss.from_preset("srgan")
+    with pytest.raises(ValueError, match="preset= is for the perceptual term"):
+        CombinedLoss(style={"preset": "esrgan", "weight": 1.0})

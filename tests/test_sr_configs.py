@@ -36,7 +36,7 @@ CONFIGS = ["eval", "train"] + sorted(
 def test_config_tree_is_complete() -> None:
     expected = {
         "train", "eval", "model/espcn", "model/edsr", "data/embedded", "data/folder",
-        "loss/l1", "loss/perceptual", "loss/perceptual_style", "loss/lpips", "loss/gan",
+        "loss/l1", "loss/perceptual", "loss/perceptual_style", "loss/lpips", "loss/gan", "loss/real_esrgan",
         "trainer/cpu", "trainer/gpu", "trainer/ddp",
         "experiment/sr_l1", "experiment/sr_perceptual", "experiment/sr_lpips", "experiment/sr_gan",
     }  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -11,6 +12,27 @@ from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
 from ._base import FeatureLoss, LayerComparison, Layers, MaskMode, Reduction
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "esrgan": {"layers": {"conv5_4": 1.0}, "backbone": "vgg19", "distance": "l1"},
+    "real_esrgan": {
+        "layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+        "backbone": "vgg19",
+        "distance": "l1",
+    },
+}
+"""The perceptual terms of published recipes, as :class:`PerceptualLoss` arguments: ``esrgan``
+(Wang et al. 2018, BasicSR's ``train_ESRGAN_x4.yml``: VGG19 ``conv5_4``, pre-activation, L1) and
+``real_esrgan`` (Wang et al. 2021, ``train_realesrgan_x4plus.yml``: ``conv1_2``, ``conv2_2``
+weighted 0.1, ``conv3_4``, ``conv4_4``, ``conv5_4`` weighted 1, L1). Both normalise the input with
+ImageNet's statistics, as BasicSR's ``use_input_norm: true``."""
+
+
+def preset_arguments(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``PRESETS[name]`` updated with ``overrides``; an unknown name lists the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {tuple(PRESETS)}.")
+    return {**PRESETS[name], **overrides}
 
 
 class PerceptualComparison(LayerComparison):
@@ -105,7 +127,8 @@ class PerceptualLoss(FeatureLoss):
         >>> value.shape, x.grad.shape
         (torch.Size([]), torch.Size([2, 3, 32, 32]))
 
-    ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``; MaskBit's logit
+    ESRGAN's recipe is ``PerceptualLoss({"conv5_4": 1.0}, backbone="vgg19")``, also
+    ``PerceptualLoss.from_preset("esrgan")`` (see :data:`PRESETS`); MaskBit's logit
     loss is ``PerceptualLoss(["logits"], backbone="convnext_small", distance="l2", resize=224)``;
     MONAI's 2-D torchvision loss is
     ``PerceptualLoss(["layer4.2.relu_2"], backbone="resnet50", distance="normalized_l2")``.
@@ -135,3 +158,14 @@ class PerceptualLoss(FeatureLoss):
             weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
             mask_mode=mask_mode,
         )  # fmt: skip
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> PerceptualLoss:
+        """The perceptual term of a published recipe (:data:`PRESETS`), any argument overridden.
+
+        Example:
+            >>> loss = PerceptualLoss.from_preset("real_esrgan", weights=None)
+            >>> loss.comparison.layer_weights["conv1_2"], loss.comparison.backbone
+            (0.1, 'vgg19')
+        """
+        return cls(**preset_arguments(name, overrides))
