@@ -68,9 +68,10 @@ class StyleLoss(FeatureLoss):
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``; default Johnson et al.'s
             ``relu1_2, relu2_2, relu3_3, relu4_3``.
-        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize, normalize,
-            pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss` (taps must give
-            ``(N, C, H, W)`` maps). ``pooling="avg"`` is Gatys et al.'s choice for style.
+        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize: as for
+            :class:`~perceptual_loss.PerceptualLoss` (taps must give ``(N, C, H, W)`` maps).
+        normalize, pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss`;
+            ``pooling="avg"`` is Gatys et al.'s choice for style.
         mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
         distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
