@@ -188,9 +188,8 @@ def build_classic_trunk(
         indices: ``{tap: index in features}``.
         weights: see :func:`~perceptual_loss.weights.load_backbone_state`.
         pooling, pool_stride: what the max-pools become (:data:`POOLINGS`) and their stride
-            (``None``: the network's own).
+            (``None``: the network's own), checked with :func:`check_pooling`.
     """
-    check_pooling(backbone, pooling, pool_stride)
     last = max(indices.values())
     tap_at: dict[int, list[str]] = {}
     for name, index in indices.items():

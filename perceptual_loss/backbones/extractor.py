@@ -64,8 +64,9 @@ class FeatureExtractor(FrozenModule):
     ``[0, 1]`` and then to ``(x - mean) / std`` per channel before the first layer.
 
     The classic networks (the VGGs with and without BatchNorm, ``alexnet``, ``squeezenet1_1``) run
-    as a loop over ``model.features`` when every tap lies there; every other backbone, tap (``logits``) or module
-    runs as a graph traced by ``torch.fx`` (see :mod:`perceptual_loss.backbones.graph`). Either
+    as a loop over ``model.features`` when every tap lies there; every other backbone, tap
+    (``logits``) or module runs as a graph traced by ``torch.fx`` (see
+    :mod:`perceptual_loss.backbones.graph`). Either
     way nothing after the deepest tap is run or kept, BatchNorm and dropout stay in eval mode
     whatever a parent does, nothing is in ``state_dict``, and tapped pre-activations are never
     overwritten by an in-place ReLU.

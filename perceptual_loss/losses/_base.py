@@ -132,8 +132,9 @@ class Comparison(nn.Module):
 
     It names what it needs to look at (a :class:`View`: ``backbone``, the input normalisation
     ``mean``/``std`` applied to ``[0, 1]`` images (none with ``normalize=False``), ``resize``,
-    ``pooling`` and ``pool_stride``) and its ``taps``, but holds no backbone. Subclasses implement :meth:`prepare_target` (what is kept of the target, e.g. Gram
-    matrices; cacheable) and :meth:`forward`.
+    ``pooling`` and ``pool_stride``) and its ``taps``, but holds no backbone. Subclasses
+    implement :meth:`prepare_target` (what is kept of the target, e.g. Gram matrices; cacheable)
+    and :meth:`forward`.
     """
 
     same_size: bool = True
