@@ -9,7 +9,7 @@ import lpips
 import pytest
 import torch
 
-from perceptual_loss import LPIPSLoss, lpips_distance, normalize_channels
+from perceptual_loss import LPIPSLoss, PerceptualLoss, lpips_distance, normalize_channels
 from perceptual_loss.losses.lpips import LPIPS_NETWORKS
 from perceptual_loss.weights import imagenet_weights_path
 
@@ -53,6 +53,21 @@ def test_equals_reference_lpips(net: str, version: str, spatial: bool) -> None:
         assert ours.shape == (3,)
     assert (expected > 1e-3).all(), "the pairs differ, so the comparison is not trivially zero"
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_without_heads_is_the_normalized_l2_perceptual_loss(net: str) -> None:
+    """``lpips.LPIPS(lpips=False)`` (the migration page's row): channel-normalised features, squared
+    difference summed over channels, mean over positions, summed over LPIPS' taps."""
+    backbone, taps, _ = LPIPS_NETWORKS[net]
+    reference = lpips.LPIPS(net=net, lpips=False, pnet_rand=True, verbose=False)
+    reference.net.load_state_dict(reference_lpips(net, "0.1").net.state_dict())  # our hub cache's trunk
+    ours = PerceptualLoss(
+        list(taps), backbone=backbone, distance="normalized_l2", input_range=(-1, 1), reduction="none"
+    )
+    x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y), reference(x, y).flatten(), rtol=1e-5, atol=1e-7)
 
 
 def test_minus_one_one_input_matches_lpips_directly() -> None:
