@@ -78,7 +78,7 @@ class FeatureExtractor(FrozenModule):
         taps: tap names (see :func:`available_taps`): torchvision node names such as ``layer2``
             or ``features.15``, ``logits``, or the classic aliases (``relu3_3``, ``conv5_4``).
         weights: ``"imagenet"`` (default: torchvision's ImageNet weights; ``IMAGENET1K_V1`` for
-            the classic four, ``DEFAULT`` for the others) | a weights enum member name such as
+            vgg16, vgg19, alexnet and squeezenet1_1, ``DEFAULT`` for the others) | a weights enum member name such as
             ``"IMAGENET1K_V2"`` | path | ``None`` (random, tests only); see
             :mod:`perceptual_loss.weights`. For a module: its own weights, unless a path is
             given, whose state dict is loaded strictly into the copy.

@@ -75,7 +75,7 @@ def available_taps(backbone: Backbone) -> list[str]:
     """Tap names of ``backbone`` in network order.
 
     torchvision's node names (what ``get_graph_node_names`` lists in eval mode) and ``logits``;
-    the classic four list their literature names (``conv1_1``, ``relu1_1``, ...) first.
+    the classic networks list their literature names (``conv1_1``, ``relu1_1``, ...) first.
 
     Examples:
         >>> available_taps("vgg16")[:3]
@@ -113,10 +113,14 @@ NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 def input_statistics(
-    mean: Sequence[float] | None, std: Sequence[float] | None, normalize: bool
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    normalize: bool,
+    default: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """``(mean, std)`` as given (``None``: the weights' own, filled in later), or
-    :data:`NO_NORMALIZATION` for ``normalize=False`` (BasicSR's ``use_input_norm=False``)."""
+    """``(mean, std)`` as given, each ``None`` replaced by ``default``'s (without one: ``None``,
+    the weights' own, filled in later), or :data:`NO_NORMALIZATION` for ``normalize=False``
+    (BasicSR's ``use_input_norm=False``)."""
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be True or False; got {normalize!r}.")
     if not normalize:
@@ -126,6 +130,8 @@ def input_statistics(
                 "or the other."
             )
         return NO_NORMALIZATION
+    if default is not None:
+        mean, std = default[0] if mean is None else mean, default[1] if std is None else std
     return (
         None if mean is None else tuple(float(m) for m in mean),
         None if std is None else tuple(float(s) for s in std),

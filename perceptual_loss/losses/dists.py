@@ -58,11 +58,9 @@ class DISTSComparison(Comparison):
         std: Sequence[float] | None = None,
         normalize: bool = True,
     ) -> None:
-        mean, std = input_statistics(mean, std, normalize)
-        super().__init__(
-            DISTS_BACKBONE, DISTS_TAPS, IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std,
-            None if resize is None else ShortSide(resize), pooling=DISTS_POOLING,
-        )  # fmt: skip
+        mean, std = input_statistics(mean, std, normalize, default=(IMAGENET_MEAN, IMAGENET_STD))
+        resized = None if resize is None else ShortSide(resize)
+        super().__init__(DISTS_BACKBONE, DISTS_TAPS, mean, std, resized, pooling=DISTS_POOLING)
         self.weights = DISTSWeights(*load_dists_weights(dists_weights))
 
     def forward(

@@ -78,12 +78,8 @@ class LPIPSComparison(Comparison):
         if version not in LPIPS_VERSIONS:
             raise ValueError(f"Unknown LPIPS version {version!r}; choose one of {LPIPS_VERSIONS}.")
         backbone, taps, channels = LPIPS_NETWORKS[net]
-        mean, std = input_statistics(mean, std, normalize)
-        own_mean, own_std = lpips_normalization(version)
-        super().__init__(
-            backbone, taps, own_mean if mean is None else mean, own_std if std is None else std, None, True, pooling,
-            pool_stride,
-        )  # fmt: skip
+        mean, std = input_statistics(mean, std, normalize, default=lpips_normalization(version))
+        super().__init__(backbone, taps, mean, std, pooling=pooling, pool_stride=pool_stride)
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
