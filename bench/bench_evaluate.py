@@ -312,7 +312,7 @@ def format_table(args: argparse.Namespace, median: dict[str, float], end_to_end:
          f"{pairs / cli:.1f}", f"{script / cli:.2f} (vs the script, end to end)", "-"),
         ("end to end: lpips_2dirs.py as shipped (subprocess)", f"{script:.2f}", "median", f"{pairs / script:.1f}",
          "1.00", "-"),
-        ("start-up share: import torch, torchvision and the LPIPS model's modules (subprocess)", f"{startup:.2f}",
+        ("start-up share: import torch and the LPIPS model's modules (subprocess)", f"{startup:.2f}",
          "median", "-", "-", "-"),
     ]  # fmt: skip
     lines = [
@@ -390,7 +390,7 @@ def main() -> None:
             args.net,
         ]
         script_command += ["--use_gpu"] if args.device.startswith("cuda") else []
-        imports = "import torch, torchvision; import perceptual_loss.losses"
+        imports = "import torch; import perceptual_loss.losses"
         end_to_end = time_commands(
             {"cli": cli_command + cli_options, "script": script_command, "startup": [sys.executable, "-c", imports]},
             args.repeats,

@@ -4,8 +4,8 @@ Backbone weights (``weights=`` everywhere in the library):
 
 - ``"imagenet"`` (default): torchvision's ImageNet weights through torchvision's weights API and
   the torch hub cache (``$TORCH_HOME/hub/checkpoints/``), downloaded when missing and online.
-  For ``vgg16``, ``vgg19``, ``alexnet`` and ``squeezenet1_1`` this is ``IMAGENET1K_V1`` (what
-  LPIPS was calibrated on); for every other torchvision model, the model's ``DEFAULT`` entry;
+  For the classic backbones (the VGGs, ``alexnet``, ``squeezenet1_1``) this is ``IMAGENET1K_V1``
+  (what LPIPS was calibrated on); for every other torchvision model, the model's ``DEFAULT`` entry;
 - a member name of the model's weights enum, e.g. ``"IMAGENET1K_V2"`` for ``resnet50``: that
   entry, loaded the same way;
 - a ``str`` or ``pathlib.Path``: a local file holding a full torchvision state dict of the
@@ -26,13 +26,13 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
-from torchvision import models
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,25 @@ WeightsArg = str | os.PathLike | None
 """``"imagenet"`` | a weights enum member name such as ``"IMAGENET1K_V2"`` | path to a local file |
 ``None`` (random, for tests only)."""
 
-IMAGENET_WEIGHTS: dict[str, models.WeightsEnum] = {
-    "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
-    "vgg19": models.VGG19_Weights.IMAGENET1K_V1,
-    "alexnet": models.AlexNet_Weights.IMAGENET1K_V1,
-    "squeezenet1_1": models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
+CLASSIC_IMAGENET_FILES: dict[str, str] = {
+    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vgg11": "https://download.pytorch.org/models/vgg11-8a719046.pth",
+    "vgg13": "https://download.pytorch.org/models/vgg13-19584684.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "vgg11_bn": "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
+    "vgg13_bn": "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth",
+    "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+    "vgg19_bn": "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth",
+    "squeezenet1_1": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
 }
-"""What ``weights="imagenet"`` means for the four classic backbones: ``IMAGENET1K_V1``, the weights
-LPIPS was calibrated on. For every other torchvision model it means the model's ``DEFAULT``."""
+"""What ``weights="imagenet"`` (also ``"IMAGENET1K_V1"``, ``"DEFAULT"``) means for the classic
+backbones: torchvision's ``IMAGENET1K_V1`` entry (the weights LPIPS was calibrated on), by the URL
+torchvision's weights API downloads and caches it from. Written out so that reading the cached
+file needs no ``import torchvision`` (a second of start-up); a test checks every URL against
+torchvision's enum, through which a missing file is still downloaded. For every other torchvision
+model ``"imagenet"`` means the model's ``DEFAULT`` entry."""
+_CLASSIC_ENTRY_NAMES = ("imagenet", "IMAGENET1K_V1", "DEFAULT")
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 LPIPS_VERSIONS = ("0.1", "0.0")
@@ -61,18 +72,52 @@ class InvalidWeightsError(ValueError):
     """A weights file is unreadable, or its keys or shapes do not match the architecture."""
 
 
-def weights_enum(backbone: str, weights: str) -> models.WeightsEnum | None:
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One entry of a torchvision model's weights enum: ``backbone``'s member ``name``, at ``url``."""
+
+    backbone: str
+    name: str
+    url: str
+
+    @property
+    def path(self) -> Path:
+        """The file torchvision's weights API keeps it in: ``$TORCH_HOME/hub/checkpoints/<url's file name>``."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(self.url).path)
+
+    def download(self) -> Mapping[str, Tensor]:
+        """The state dict through torchvision's weights API: downloaded into :attr:`path`, its hash checked."""
+        from torchvision import models
+
+        enum = models.get_model_weights(self.backbone)[self.name]
+        return enum.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
+
+
+def weights_entry(backbone: str, weights: str) -> WeightsEntry | None:
     """The torchvision weights entry that ``weights`` names for ``backbone``, or ``None`` for a path.
 
-    ``"imagenet"`` is :data:`IMAGENET_WEIGHTS` for the classic four and the model's ``DEFAULT``
-    otherwise; a member name of the model's weights enum (``"IMAGENET1K_V2"``, ``"DEFAULT"``)
-    picks that entry. Any other string is taken as a path.
+    ``"imagenet"`` is ``IMAGENET1K_V1`` for the classic backbones (:data:`CLASSIC_IMAGENET_FILES`)
+    and the model's ``DEFAULT`` otherwise; a member name of the model's weights enum
+    (``"IMAGENET1K_V2"``, ``"DEFAULT"``) picks that entry. Any other string is taken as a path.
 
     Raises:
         ValueError: ``"imagenet"`` for a model torchvision has no weights for.
     """
-    if backbone in IMAGENET_WEIGHTS and weights == "imagenet":
-        return IMAGENET_WEIGHTS[backbone]
+    if backbone in CLASSIC_IMAGENET_FILES and weights in _CLASSIC_ENTRY_NAMES:
+        return WeightsEntry(backbone, "IMAGENET1K_V1", CLASSIC_IMAGENET_FILES[backbone])
+    enum = weights_enum(backbone, weights)
+    return None if enum is None else WeightsEntry(backbone, enum.name, enum.url)
+
+
+def weights_enum(backbone: str, weights: str) -> Any:
+    """The member of torchvision's weights enum of ``backbone`` that ``weights`` names
+    (``"imagenet"``: ``DEFAULT``), or ``None`` when it names none (a path).
+
+    Raises:
+        ValueError: ``"imagenet"`` for a model torchvision has no weights for.
+    """
+    from torchvision import models
+
     try:
         enum = models.get_model_weights(backbone)
     except (ValueError, KeyError):
@@ -88,14 +133,10 @@ def weights_enum(backbone: str, weights: str) -> models.WeightsEnum | None:
 
 def imagenet_weights_path(backbone: str, weights: str = "imagenet") -> Path:
     """The file torchvision reads ``weights`` of ``backbone`` from (it may not exist yet)."""
-    enum = weights_enum(backbone, weights)
-    if enum is None:
+    entry = weights_entry(backbone, weights)
+    if entry is None:
         raise ValueError(f"{weights!r} is not a weights name of {backbone}.")
-    return _cache_path(enum)
-
-
-def _cache_path(enum: models.WeightsEnum) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
+    return entry.path
 
 
 def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
@@ -120,9 +161,9 @@ def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[st
     """
     if weights is None:
         return None
-    enum = weights_enum(backbone, weights) if isinstance(weights, str) else None
-    if enum is not None:
-        state, source = _load_torchvision(backbone, enum), _cache_path(enum)
+    entry = weights_entry(backbone, weights) if isinstance(weights, str) else None
+    if entry is not None:
+        state, source = _load_torchvision(entry), entry.path
     elif isinstance(weights, (str, os.PathLike)):
         source = Path(weights).expanduser()
         state = _load_file(source, what=f"{backbone} weights")
@@ -134,8 +175,8 @@ def load_backbone_state(backbone: str, weights: WeightsArg, expected: Mapping[st
     return _checked(_renamed_legacy_keys(state, expected), expected, backbone, source)
 
 
-def _load_torchvision(backbone: str, enum: models.WeightsEnum) -> Mapping[str, Tensor]:
-    cached = _cache_path(enum)
+def _load_torchvision(entry: WeightsEntry) -> Mapping[str, Tensor]:
+    backbone, cached = entry.backbone, entry.path
     exists = cached.is_file()
     try:
         if exists:
@@ -144,7 +185,7 @@ def _load_torchvision(backbone: str, enum: models.WeightsEnum) -> Mapping[str, T
             return _torch_load(cached)
         # Not cached: torchvision's weights API downloads it into the torch hub cache and
         # verifies the file's hash.
-        return enum.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
+        return entry.download()
     except Exception as error:
         if exists:
             raise InvalidWeightsError(
@@ -155,7 +196,7 @@ def _load_torchvision(backbone: str, enum: models.WeightsEnum) -> Mapping[str, T
         raise MissingWeightsError(
             f"ImageNet weights for {backbone} are not available: expected the file {cached.name!r} in "
             f"the torch hub cache {cached.parent} (set by $TORCH_HOME), and downloading it from "
-            f"{enum.url} failed ({type(error).__name__}: {error}). Either (1) download that file on a "
+            f"{entry.url} failed ({type(error).__name__}: {error}). Either (1) download that file on a "
             f"machine with internet and copy it to {cached}, or (2) pass weights='/path/to/{cached.name}' "
             f"(a torchvision state dict of {backbone}). weights=None gives "
             f"random weights, which are for tests only."
@@ -230,6 +271,8 @@ def _checked(
     missing, unexpected = sorted(set(wanted) - set(given)), sorted(set(given) - set(wanted))
     if missing or unexpected:
         part = f"a full {backbone} state dict" + (" or its 'features' part" if features else "")
+        from torchvision import models
+
         owner = f"torchvision's {backbone}" if backbone in models.list_models(module=models) else backbone
         raise InvalidWeightsError(
             f"The weights in {source} do not match {owner}: missing keys {_few(missing)}, "

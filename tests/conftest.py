@@ -17,7 +17,7 @@ import pytest
 import torch
 from torchvision import models
 
-from perceptual_loss.weights import IMAGENET_WEIGHTS, imagenet_weights_path
+from perceptual_loss.weights import imagenet_weights_path
 
 CONSTRUCTORS = {
     "vgg16": models.vgg16,
@@ -44,7 +44,7 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     previous = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
     try:
-        for backbone in IMAGENET_WEIGHTS:
+        for backbone in CONSTRUCTORS:
             write_random_torchvision_weights(checkpoints, backbone, seed=len(backbone))
         torch.manual_seed(0)  # the traced backbone of the losses' shared contract tests
         torch.save(models.resnet18(weights=None).state_dict(), checkpoints / imagenet_weights_path("resnet18").name)

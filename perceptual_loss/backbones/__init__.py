@@ -2,6 +2,7 @@
 
 - :mod:`.registry`: which backbones exist, their tap names, their normalisation;
 - :mod:`.classic`: the classic loss networks (VGGs, AlexNet, SqueezeNet) as sliced ``features`` with literature names;
+- :mod:`.architectures`: their layers, written out as torchvision defines them (no torchvision import);
 - :mod:`.graph`: any torchvision classifier or user module, traced by torch.fx, by node name;
 - :mod:`.layers`: drop-in layers that keep less for backward or no mutable state;
 - :mod:`.extractor`: :class:`FeatureExtractor`, the one entry point over all of them.

@@ -23,17 +23,16 @@ max-pools can be swapped (``pooling``: average, DISTS' L2-pool, or none) and the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision import models
-from torchvision.models.squeezenet import Fire
 
 from ..frozen import mode_free
 from ..weights import WeightsArg, load_backbone_state
+from .architectures import VGG_BLOCKS, Fire, classic_features, classic_state_shapes
 from .layers import FrozenBatchNorm, L2Pool2d, hann_filter, saving_less_for_backward
 
 logger = logging.getLogger(__name__)
@@ -54,9 +53,6 @@ def _vgg_taps(convs_per_block: Sequence[int], batch_norm: bool = False) -> dict[
         index += 1
     return taps
 
-
-VGG_BLOCKS = {"vgg11": (1, 1, 2, 2, 2), "vgg13": (2, 2, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
-"""Convolutions per block of each VGG (torchvision's configurations A, B, D, E)."""
 
 # fmt: off
 TAPS: dict[str, dict[str, int]] = {
@@ -85,10 +81,6 @@ POOLINGS = ("max", "avg", "l2", "none")
 same window (``"avg"``: piq's ``replace_pooling``, Gatys et al.'s advice for style), DISTS'
 :class:`~.layers.L2Pool2d` (``"l2"``; VGG's 2x2 pools only), or nothing (``"none"``: BasicSR's
 ``remove_pooling``)."""
-
-mode_free(Fire)  # conv, ReLU, cat: the same in both modes
-
-_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {name: getattr(models, name) for name in TAPS}
 
 
 def check_pooling(backbone: str, pooling: str, pool_stride: int | None) -> None:
@@ -194,11 +186,12 @@ def build_classic_trunk(
     tap_at: dict[int, list[str]] = {}
     for name, index in indices.items():
         tap_at.setdefault(index, []).append(name)
-    # Build on the meta device: no memory and no init for the layers we drop (the classifier
-    # of VGG alone is 120M parameters), yet the full state dict's keys and shapes to check.
+    # Build on the meta device: no memory and no init for the layers we drop, yet the full state
+    # dict's keys and shapes to check the file against.
     with torch.device("meta"):
-        full = _CONSTRUCTORS[backbone](weights=None).eval()  # BatchNorm: eval arithmetic in the size search
-        features = _replace_pools(full.features[: last + 1], pooling, pool_stride)  # type: ignore[index,arg-type]
+        full = classic_features(backbone).eval()  # BatchNorm: eval arithmetic in the size search
+        expected = classic_state_shapes(backbone, full)
+        features = _replace_pools(full[: last + 1], pooling, pool_stride)  # type: ignore[arg-type]
         removed = sorted(name for name, index in indices.items() if isinstance(features[index], nn.Identity))
         if removed:
             raise ValueError(
@@ -206,7 +199,7 @@ def build_classic_trunk(
             )
         layers = TappedSequential(saving_less_for_backward(features), tap_at)  # type: ignore[arg-type]
     min_size = _min_input_size(layers, last)
-    state = load_backbone_state(backbone, weights, full.state_dict())
+    state = load_backbone_state(backbone, weights, expected)
     layers = layers.to_empty(device="cpu")
     windows = {f"{i}.window": hann_filter() for i, layer in enumerate(layers) if isinstance(layer, L2Pool2d)}
     if state is None:

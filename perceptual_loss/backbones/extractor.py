@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from ..frozen import FrozenModule
 from ..weights import InvalidWeightsError, WeightsArg, load_backbone_state
-from . import classic, graph
+from . import classic
 from .classic import Pooling
 from .registry import (
     Backbone,
@@ -24,6 +25,9 @@ from .registry import (
     default_normalization,
     input_statistics,
 )
+
+if TYPE_CHECKING:
+    from . import graph  # imported where used: the classic trunks need neither it nor torchvision
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +275,8 @@ _PROBED: dict[tuple[str, tuple[str, ...]], graph.GraphInfo] = {}
 
 def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg) -> tuple[nn.Module, graph.GraphInfo]:
     """A traced, truncated, frozen-to-be trunk on CPU (or the user module's device), and its probe."""
+    from . import graph
+
     if isinstance(backbone, nn.Module):
         return _module_trunk(backbone, taps, weights)
     if not isinstance(backbone, str):
@@ -295,6 +301,8 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
 
 def _module_trunk(module: nn.Module, taps: tuple[str, ...], weights: WeightsArg) -> tuple[nn.Module, graph.GraphInfo]:
     """The user's module, traced through a copy: the module itself is never changed or kept."""
+    from . import graph
+
     name = type(module).__name__
     model = graph.detached_copy(module).eval()
     try:

@@ -75,7 +75,12 @@ _VIEW_FUNCTIONS = frozenset(
      torch.narrow, torch.chunk, torch.split, torch.unbind, torch.movedim, torch.t]
 )  # fmt: skip
 # torchvision's blocks that the trace keeps whole and whose forward never reads the mode flag.
-for _block in (torchvision.ops.SqueezeExcitation, torchvision.ops.Permute, torchvision.models.convnext.LayerNorm2d):
+for _block in (
+    torchvision.ops.SqueezeExcitation,
+    torchvision.ops.Permute,
+    torchvision.models.convnext.LayerNorm2d,
+    torchvision.models.squeezenet.Fire,
+):
     mode_free(_block)
 
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, torchvision.ops.StochasticDepth)

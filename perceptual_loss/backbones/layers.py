@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
-from torchvision.models.squeezenet import Fire
 
 from ..frozen import mode_free
+from .architectures import Fire
 
 
 def saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
-    """Swap torchvision's max-pools and Fire modules for ones that compute the same values and
+    """Swap the max-pools and Fire modules of a classic trunk for ones that compute the same values and
     gradients but keep less for backward (see :class:`MaxPool2dRecomputingIndices`,
     :class:`FireSharingOutput`). Parameter names and shapes are unchanged."""
     for index, layer in enumerate(layers):
@@ -108,7 +108,7 @@ class _ReLUCat(torch.autograd.Function):
 
 @mode_free
 class FireSharingOutput(Fire):
-    """torchvision's SqueezeNet ``Fire`` whose expand activations are not kept twice for backward.
+    """SqueezeNet's ``Fire`` whose expand activations are not kept twice for backward.
 
     ``Fire`` ends in ``cat([relu(expand1x1(s)), relu(expand3x3(s))])``: autograd keeps both ReLU
     outputs for their backward, and the next layer keeps the concatenation, a copy of the same

@@ -15,11 +15,10 @@ import re
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 
-from ..weights import WeightsArg, weights_enum
-from . import classic, graph
+from ..weights import CLASSIC_IMAGENET_FILES, WeightsArg, weights_entry, weights_enum
+from . import classic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,11 +35,15 @@ def list_backbones() -> list[str]:
         >>> "resnet50" in list_backbones() and "vit_b_16" in list_backbones()
         True
     """
+    import torchvision
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def check_backbone_name(name: str) -> str:
     """``name`` if torchvision has such a classifier; otherwise an error listing the close and all names."""
+    if name in classic.TAPS:  # known without importing torchvision
+        return name
     names = list_backbones()
     if name in names:
         return name
@@ -55,6 +58,8 @@ def check_backbone_name(name: str) -> str:
 def build_model(name: str, meta: bool) -> nn.Module:
     """torchvision's ``name`` with random weights, in eval mode; on the meta device when ``meta``
     and the constructor allows it (RegNet's computes its widths with tensors, so it is built on CPU)."""
+    import torchvision
+
     if meta:
         try:
             with torch.device("meta"):
@@ -66,6 +71,8 @@ def build_model(name: str, meta: bool) -> nn.Module:
 
 @functools.lru_cache(maxsize=64)
 def _torchvision_taps(name: str) -> tuple[str, ...]:
+    from . import graph
+
     model = build_model(name, meta=True)
     traced, qualnames = graph.trace(model, name)
     return tuple(graph.node_names(traced, qualnames))
@@ -85,6 +92,8 @@ def available_taps(backbone: Backbone) -> list[str]:
         >>> available_taps("resnet18")[-1]
         'logits'
     """
+    from . import graph
+
     if isinstance(backbone, nn.Module):
         traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
         return graph.node_names(traced, qualnames)
@@ -99,6 +108,9 @@ def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tupl
     statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
     """
     if isinstance(backbone, str) and isinstance(weights, str):
+        entry = weights_entry(backbone, weights) if backbone in CLASSIC_IMAGENET_FILES else None
+        if entry is not None and entry.name == "IMAGENET1K_V1":
+            return IMAGENET_MEAN, IMAGENET_STD  # what their IMAGENET1K_V1 transforms say (tested)
         enum = weights_enum(backbone, weights)
         if enum is not None:
             transform = enum.transforms()
