@@ -28,11 +28,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum  # imported where used: the classic path needs no torchvision
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def weights_entry(backbone: str, weights: str) -> WeightsEntry | None:
     return None if enum is None else WeightsEntry(backbone, enum.name, enum.url)
 
 
-def weights_enum(backbone: str, weights: str) -> Any:
+def weights_enum(backbone: str, weights: str) -> WeightsEnum | None:
     """The member of torchvision's weights enum of ``backbone`` that ``weights`` names
     (``"imagenet"``: ``DEFAULT``), or ``None`` when it names none (a path).
 
