@@ -106,8 +106,11 @@ def weights_entry(backbone: str, weights: str) -> WeightsEntry | None:
     Raises:
         ValueError: ``"imagenet"`` for a model torchvision has no weights for.
     """
-    if backbone in CLASSIC_IMAGENET_FILES and weights in _CLASSIC_ENTRY_NAMES:
-        return WeightsEntry(backbone, "IMAGENET1K_V1", CLASSIC_IMAGENET_FILES[backbone])
+    if backbone in CLASSIC_IMAGENET_FILES:
+        if weights in _CLASSIC_ENTRY_NAMES:
+            return WeightsEntry(backbone, "IMAGENET1K_V1", CLASSIC_IMAGENET_FILES[backbone])
+        if not (weights.isidentifier() and weights.isupper()):
+            return None  # a path: member names are upper-case identifiers (no torchvision import to know)
     enum = weights_enum(backbone, weights)
     return None if enum is None else WeightsEntry(backbone, enum.name, enum.url)
 

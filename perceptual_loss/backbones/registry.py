@@ -107,11 +107,11 @@ def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tupl
     From the torchvision weights entry's ``transforms()`` when ``weights`` names one (ImageNet's
     statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
     """
-    if isinstance(backbone, str) and isinstance(weights, str):
-        entry = weights_entry(backbone, weights) if backbone in CLASSIC_IMAGENET_FILES else None
-        if entry is not None and entry.name == "IMAGENET1K_V1":
+    entry = weights_entry(backbone, weights) if isinstance(backbone, str) and isinstance(weights, str) else None
+    if entry is not None:
+        if entry.backbone in CLASSIC_IMAGENET_FILES and entry.name == "IMAGENET1K_V1":
             return IMAGENET_MEAN, IMAGENET_STD  # what their IMAGENET1K_V1 transforms say (tested)
-        enum = weights_enum(backbone, weights)
+        enum = weights_enum(entry.backbone, entry.name)
         if enum is not None:
             transform = enum.transforms()
             mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
