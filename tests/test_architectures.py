@@ -106,16 +106,17 @@ def test_classic_losses_and_the_evaluator_never_import_torchvision(torch_home: P
         f"""
         import runpy, sys
         import torch
-        from perceptual_loss import CombinedLoss, LPIPSLoss, PerceptualLoss, StyleLoss, evaluate_folders
+        from perceptual_loss import CombinedLoss, DISTSLoss, LPIPSLoss, PerceptualLoss, StyleLoss, evaluate_folders
         from perceptual_loss.weights import imagenet_weights_path
         x, y = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
         LPIPSLoss(net="alex")(x, y)
         LPIPSLoss(net="squeeze")(x, y)
+        DISTSLoss()(x, y)
         PerceptualLoss(layers=["relu1_2", "relu2_2"])(x, y)
         PerceptualLoss(layers=["relu1_2"], weights=str(imagenet_weights_path("vgg16")))(x, y)  # a path
         StyleLoss(backbone="vgg19_bn", layers=["bn1_1"], weights=None)(x, y)
         CombinedLoss(l1=1.0, perceptual={{"weight": 0.1, "layers": ["relu1_2"]}})(x, y)
-        evaluate_folders({str(tmp_path / "a")!r}, {str(tmp_path / "b")!r}, metrics=["lpips", "psnr", "ssim"])
+        evaluate_folders({str(tmp_path / "a")!r}, {str(tmp_path / "b")!r}, metrics=["lpips", "psnr", "ssim", "dists"])
         sys.argv = ["perceptual-loss", "eval", {str(tmp_path / "a")!r}, {str(tmp_path / "b")!r}, "--quiet"]
         try:
             runpy.run_module("perceptual_loss", run_name="__main__")
