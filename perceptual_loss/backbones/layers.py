@@ -23,8 +23,8 @@ from .architectures import Fire
 
 
 def saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
-    """Swap the max-pools and Fire modules of a classic trunk for ones that compute the same values and
-    gradients but keep less for backward (see :class:`MaxPool2dRecomputingIndices`,
+    """Swap a classic trunk's max-pools and Fire modules for ones that compute the same values
+    and gradients but keep less for backward (see :class:`MaxPool2dRecomputingIndices`,
     :class:`FireSharingOutput`). Parameter names and shapes are unchanged."""
     for index, layer in enumerate(layers):
         if type(layer) is nn.MaxPool2d and not layer.return_indices:
@@ -32,12 +32,8 @@ def saving_less_for_backward(layers: nn.Sequential) -> nn.Sequential:
                 layer.kernel_size, layer.stride, layer.padding, layer.dilation, ceil_mode=layer.ceil_mode
             )
         elif type(layer) is Fire:
-            squeeze, expand1x1, expand3x3 = layer.squeeze, layer.expand1x1, layer.expand3x3
-            assert (
-                isinstance(squeeze, nn.Conv2d) and isinstance(expand1x1, nn.Conv2d) and isinstance(expand3x3, nn.Conv2d)
-            )
             layers[index] = FireSharingOutput(
-                layer.inplanes, squeeze.out_channels, expand1x1.out_channels, expand3x3.out_channels
+                layer.inplanes, layer.squeeze.out_channels, layer.expand1x1.out_channels, layer.expand3x3.out_channels
             )
     return layers
 
