@@ -35,7 +35,8 @@ HOOK_CASES = {
     "resnet50": (["bn1", "layer1", "layer2.1.bn2", "layer3", "logits"], 64),
     "convnext_tiny": (["features.0", "features.1.0.block", "features.3", "features.5.2", "logits"], 64),
     "efficientnet_b0": (["features.1", "features.3.0.block.1", "features.4", "logits"], 64),
-    "vit_b_16": (["conv_proj", "encoder.layers.encoder_layer_1", "encoder.ln", "logits"], 224),
+    # ':tokens': the raw (N, L, D) tokens; without it a token tap is the patch map (tested below)
+    "vit_b_16": (["conv_proj", "encoder.layers.encoder_layer_1:tokens", "encoder.ln:tokens", "logits"], 224),
 }
 
 
@@ -51,7 +52,7 @@ def _hooked(model: nn.Module, taps: list[str], x: Tensor) -> dict[str, Tensor]:
     captured: dict[str, Tensor] = {}
     modules = dict(model.named_modules())
     hooks = [
-        modules[tap].register_forward_hook(lambda m, i, o, tap=tap: captured.__setitem__(tap, o.clone()))
+        modules[tap.split(":")[0]].register_forward_hook(lambda m, i, o, tap=tap: captured.__setitem__(tap, o.clone()))
         for tap in taps
         if tap != "logits"
     ]
@@ -75,6 +76,22 @@ def test_every_tap_equals_a_forward_hook_on_torchvision_bit_for_bit(name: str, t
         assert torch.equal(ours[tap], expected[tap]), tap
     if name == "resnet50":
         assert (ours["bn1"] < 0).any() and (ours["layer2.1.bn2"] < 0).any(), "pre-activation taps"
+
+
+def test_vit_token_taps_are_patch_maps_or_class_tokens(torchvision_weights) -> None:
+    path = torchvision_weights("vit_b_16")
+    tap = "encoder.layers.encoder_layer_1"
+    extractor = FeatureExtractor("vit_b_16", [tap, f"{tap}:cls", f"{tap}:tokens"])
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ours = extractor(x)
+    tokens = _hooked(_reference("vit_b_16", path), [tap], extractor.normalize(x))[tap]
+    assert torch.equal(ours[f"{tap}:tokens"], tokens)
+    assert torch.equal(ours[f"{tap}:cls"], tokens[:, 0])
+    # 197 tokens = the class token + 14 x 14 patches of 16 pixels, row by row
+    assert torch.equal(ours[tap], tokens[:, 1:].reshape(2, 14, 14, 768).permute(0, 3, 1, 2))
+    assert ours[tap]._is_view() and ours[tap].stride(1) == 1, "a view of the tokens (channels last), no copy"
+    assert extractor.token_layouts[tap].prefix == 1 and extractor.token_layouts[tap].patch == 16
+    assert extractor.tap_dims == {tap: 4, f"{tap}:cls": 2, f"{tap}:tokens": 3}
 
 
 def test_normalisation_is_the_weights_own() -> None:

@@ -9,15 +9,25 @@
 """
 
 from .classic import POOLINGS, TAPS, Pooling
-from .extractor import CHANNELS_LAST_DEVICES, INPUT, FeatureExtractor, Features, Resize, ShortSide
+from .extractor import CHANNELS_LAST_DEVICES, INPUT, FeatureExtractor, Features, MultipleOf, Resize, ShortSide
 from .layers import FireSharingOutput, FrozenBatchNorm, L2Pool2d, MaxPool2dRecomputingIndices
-from .registry import IMAGENET_MEAN, IMAGENET_STD, Backbone, available_taps, default_normalization, list_backbones
+from .registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STATISTICS,
+    Backbone,
+    Normalize,
+    available_taps,
+    default_normalization,
+    list_backbones,
+)
 
 __all__ = [
     "CHANNELS_LAST_DEVICES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INPUT",
+    "STATISTICS",
     "POOLINGS",
     "TAPS",
     "Backbone",
@@ -27,6 +37,8 @@ __all__ = [
     "FrozenBatchNorm",
     "L2Pool2d",
     "MaxPool2dRecomputingIndices",
+    "MultipleOf",
+    "Normalize",
     "Pooling",
     "Resize",
     "ShortSide",

@@ -18,13 +18,16 @@ from . import classic
 from .classic import Pooling
 from .registry import (
     Backbone,
+    Normalize,
     backbone_name,
     build_model,
     check_backbone_name,
     classic_indices,
     default_normalization,
     input_statistics,
+    native_size,
 )
+from .tokens import TokenLayout, batch_first, split_tap, token_layout
 
 if TYPE_CHECKING:
     from . import graph  # imported where used: the classic trunks need neither it nor torchvision
@@ -54,8 +57,23 @@ class ShortSide:
     size: int
 
 
-Resize = int | tuple[int, int] | ShortSide | None
-"""``None`` (images go in as they are) | ``size`` (square) | ``(height, width)`` | ``ShortSide(size)``."""
+@dataclass(frozen=True)
+class MultipleOf:
+    """Resize each side to the nearest multiple of ``size`` (at least ``size``): whole patches.
+
+    For trunks that take any size in whole patches (timm's ViTs with ``dynamic_img_size=True``,
+    DINOv2): ``MultipleOf(14)`` turns a 100x150 image into 98x154, leaving sizes that are already
+    multiples untouched. The aspect ratio is kept up to a patch.
+    """
+
+    size: int
+
+
+Resize = int | tuple[int, int] | ShortSide | MultipleOf | None
+"""``None`` (images go in as they are) | ``size`` (square) | ``(height, width)`` |
+``ShortSide(size)`` | ``MultipleOf(patch)``."""
+ResizePolicy = tuple[int, int] | ShortSide | MultipleOf | None
+"""A checked :data:`Resize`."""
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 """Device types whose extractors run channels_last (measured faster there; see README)."""
@@ -70,7 +88,10 @@ class FeatureExtractor(FrozenModule):
     The classic networks (the VGGs with and without BatchNorm, ``alexnet``, ``squeezenet1_1``) run
     as a loop over ``model.features`` when every tap lies there; every other backbone, tap
     (``logits``) or module runs as a graph traced by ``torch.fx`` (see
-    :mod:`perceptual_loss.backbones.graph`). Either
+    :mod:`perceptual_loss.backbones.graph`); a module that torch.fx cannot trace (timm's,
+    open_clip's and transformers' ViTs) runs its own forward with hooks on the tapped submodules,
+    stopped after the deepest one (see :mod:`perceptual_loss.backbones.hooks`). Transformer
+    tokens become patch maps (see :mod:`perceptual_loss.backbones.tokens`). Either
     way nothing after the deepest tap is run or kept, BatchNorm and dropout stay in eval mode
     whatever a parent does, nothing is in ``state_dict``, and tapped pre-activations are never
     overwritten by an in-place ReLU.
@@ -80,7 +101,10 @@ class FeatureExtractor(FrozenModule):
             ``"convnext_small"``, ``"vit_b_16"``, ...; see :func:`list_backbones`), or an
             ``nn.Module`` of your own (it is copied, never changed, and never saved).
         taps: tap names (see :func:`available_taps`): torchvision node names such as ``layer2``
-            or ``features.15``, ``logits``, or the classic aliases (``relu3_3``, ``conv5_4``).
+            or ``features.15``, ``logits``, or the classic aliases (``relu3_3``, ``conv5_4``); for
+            a module torch.fx cannot trace, its submodule names (``blocks.5``). A token tap is
+            the patch map; ``"blocks.5:cls"`` is its class token, ``"blocks.5:tokens"`` all of
+            its tokens as they are.
         weights: ``"imagenet"`` (default: torchvision's ImageNet weights; ``IMAGENET1K_V1`` for
             vgg16, vgg19, alexnet and squeezenet1_1, ``DEFAULT`` for the others) | a weights enum member name such as
             ``"IMAGENET1K_V2"`` | path | ``None`` (random, tests only); see
@@ -88,10 +112,13 @@ class FeatureExtractor(FrozenModule):
             given, whose state dict is loaded strictly into the copy.
         input_range: ``(low, high)`` of the images passed in, e.g. ``(0, 1)`` or ``(-1, 1)``.
         mean, std: per-channel statistics applied to ``[0, 1]`` images; default the weights' own
-            (ImageNet's for torchvision's; ``(0.5,)*3, (0.5,)*3`` feeds the network ``[-1, 1]``
-            images, as LPIPS v0.0 did).
+            (ImageNet's for torchvision's; a module's own where it says: timm's
+            ``pretrained_cfg``, open_clip's ``image_mean``, transformers' CLIP and SigLIP);
+            ``(0.5,)*3, (0.5,)*3`` feeds the network ``[-1, 1]`` images, as LPIPS v0.0 did.
         normalize: ``False`` feeds the network ``[0, 1]`` images with no mean/std at all
-            (BasicSR's ``use_input_norm=False``); not together with ``mean``/``std``.
+            (BasicSR's ``use_input_norm=False``); ``"imagenet"``, ``"clip"`` or ``"siglip"``
+            names the statistics (:data:`~perceptual_loss.backbones.STATISTICS`); not together
+            with ``mean``/``std``.
         pooling: what the classic trunks' max-pools become: ``"max"`` (default, as trained) |
             ``"avg"`` (average pooling of the same window: piq's ``replace_pooling``, Gatys et
             al.'s choice for style) | ``"l2"`` (DISTS' L2-pool; VGGs) | ``"none"`` (removed:
@@ -99,14 +126,16 @@ class FeatureExtractor(FrozenModule):
         pool_stride: the pools' stride (BasicSR's ``pooling_stride``); ``None``: the network's.
         resize: ``None`` (default: images go in as they are) | ``size`` | ``(height, width)``:
             images are resized bilinearly with antialiasing first (MaskBit/TiTok use 224);
-            :class:`ShortSide` ``(256)`` shrinks the shorter side to 256 (DISTS' script).
+            :class:`ShortSide` ``(256)`` shrinks the shorter side to 256 (DISTS' script);
+            :class:`MultipleOf` ``(14)`` rounds each side to whole patches (dynamic-size ViTs).
             Backbones that take one size only (ViT: 224) need it unless the images have that size.
+            A fixed size is also the only size the backbone is probed at.
 
     Shape:
         - Input: ``(N, 3, H, W)`` with ``H, W >= min_size`` (exactly ``fixed_size`` if set),
           values in ``input_range``.
-        - Output: ``{tap: features}``: ``(N, C, H', W')`` for convolutional taps, ``(N, C)`` for
-          ``logits``, ``(N, L, C)`` for transformer tokens. On CPU and CUDA the network runs in
+        - Output: ``{tap: features}``: ``(N, C, H', W')`` for convolutional taps and token taps
+          (patch maps), ``(N, C)`` for ``logits`` and ``:cls``, ``(N, L, C)`` for ``:tokens``. On CPU and CUDA the network runs in
           ``torch.channels_last`` (faster on both), so 4-D features are channels_last tensors:
           use ``reshape``/``flatten``, not ``view``, to change their shape.
 
@@ -133,7 +162,7 @@ class FeatureExtractor(FrozenModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
@@ -151,7 +180,9 @@ class FeatureExtractor(FrozenModule):
         layer_taps = tuple(t for t in self.taps if t != INPUT)
         if not layer_taps:
             raise ValueError(f"taps must name at least one layer besides {INPUT!r}; got {list(taps)}.")
-        indices = classic_indices(backbone, layer_taps)
+        views = {tap: split_tap(tap) for tap in layer_taps}
+        trunk_taps = tuple(dict.fromkeys(base for base, _ in views.values()))
+        indices = classic_indices(backbone, trunk_taps)
         self.layers: nn.Module
         classic.check_pooling(self.backbone, pooling, pool_stride)
         if indices is None and (pooling != "max" or pool_stride is not None):
@@ -162,14 +193,21 @@ class FeatureExtractor(FrozenModule):
                 "you want."
             )
         self.pooling, self.pool_stride = pooling, pool_stride
+        self.token_layouts: dict[str, TokenLayout] = {}
+        """``{tap: layout}`` of the token taps read as patch maps (see :mod:`.tokens`)."""
+        self._reads: dict[str, tuple[str, str, TokenLayout | None]] = {}
         if indices is not None:
+            if any(view != "map" for _, view in views.values()):
+                raise ValueError(f"':cls' and ':tokens' read transformer tokens; {self.backbone} has none.")
             self.layers, min_size = classic.build_classic_trunk(str(backbone), indices, weights, pooling, pool_stride)
             fixed_size: int | None = None
             self.tap_dims = dict.fromkeys(self.taps, 4)
         else:
-            self.layers, info = _graph_trunk(backbone, layer_taps, weights)
+            self.layers, info = _graph_trunk(backbone, trunk_taps, weights, self.resize)
             min_size, fixed_size = info.min_size, info.fixed_size
-            self.tap_dims = {**({INPUT: 4} if self._input_tap else {}), **info.dims}
+            self.tap_dims = {INPUT: 4} if self._input_tap else {}
+            for tap, (base, view) in views.items():
+                self.tap_dims[tap] = self._plan_read(tap, base, view, info)
         self.fixed_size, self.min_size = _input_size_policy(self.backbone, self.resize, min_size, fixed_size)
 
         if mean is None or std is None:
@@ -188,6 +226,21 @@ class FeatureExtractor(FrozenModule):
         self.shift = nn.Parameter(self._affine[1].to(device, torch.float32))
         self.freeze()
         self._match_memory_format()
+
+    def _plan_read(self, tap: str, base: str, view: str, info: graph.GraphInfo) -> int:
+        """How ``tap`` is read from the trunk's ``base`` output (see :mod:`.tokens`); returns its ndim."""
+        shape = info.shapes[base]
+        layout = token_layout(self.layers, base, shape, info.size) if len(shape) == 3 and view == "map" else None
+        if view != "map" and len(shape) != 3:
+            raise ValueError(
+                f"Tap {tap!r}: ':{view}' reads transformer tokens (N, L, D), but {base!r} of {self.backbone} gives "
+                f"{len(shape)}-D output. Tap {base!r} without the suffix."
+            )
+        if layout is not None:
+            self.token_layouts[tap] = layout
+        if view != "map" or layout is not None or tap != base:
+            self._reads[tap] = (base, view, layout)
+        return {"cls": 2, "tokens": 3}.get(view, 4 if layout is not None else len(shape))
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FeatureExtractor:
         """``.to()``, ``.cuda()``, ``.half()``, ...: then re-pick the weights' memory format, and
@@ -237,11 +290,34 @@ class FeatureExtractor(FrozenModule):
         """Run the truncated backbone; ``images``: ``(N, 3, H, W)`` in ``input_range``."""
         images = self._resized(images)
         features = self.layers(self._normalized(images))
+        if self._reads:
+            features = self._read(features, images.shape)
         if not self._input_tap:
             return features
         low, high = self.input_range
         unit = images if (low, high) == (0.0, 1.0) else (images - low) * (1.0 / (high - low))
         return {INPUT: unit, **features}
+
+    def _read(self, outputs: Features, shape: torch.Size) -> Features:
+        """The trunk's outputs as the taps ask: patch maps, class tokens or tokens (see :mod:`.tokens`)."""
+        features = {}
+        for tap in self.taps:
+            if tap == INPUT:
+                continue
+            read = self._reads.get(tap)
+            if read is None:
+                features[tap] = outputs[tap]
+                continue
+            base, view, layout = read
+            value = outputs[base]
+            if value.dim() == 3:
+                value = batch_first(value, shape[0])
+            if layout is not None:
+                value = layout.patch_map(value, shape[-2], shape[-1])
+            elif view == "cls":
+                value = value[:, 0]
+            features[tap] = value
+        return features
 
     @property
     def knows_receptive_fields(self) -> bool:
@@ -269,16 +345,23 @@ class FeatureExtractor(FrozenModule):
         return f"backbone={self.backbone!r}, taps={list(self.taps)}, input_range={self.input_range}{resize}{pooling}{stride}"
 
 
-_PROBED: dict[tuple[str, tuple[str, ...]], graph.GraphInfo] = {}
-"""Probe results of torchvision trunks, by (model name, taps): their graphs never change."""
+_PROBED: dict[tuple[str, tuple[str, ...], tuple[int, int] | None], graph.GraphInfo] = {}
+"""Probe results of torchvision trunks, by (model name, taps, probed size): their graphs never change."""
 
 
-def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg) -> tuple[nn.Module, graph.GraphInfo]:
-    """A traced, truncated, frozen-to-be trunk on CPU (or the user module's device), and its probe."""
+def _probe_size(resize: ResizePolicy) -> tuple[int, int] | None:
+    """The one size a trunk is probed at when ``resize`` fixes it; ``None``: probe for the sizes it takes."""
+    return resize if isinstance(resize, tuple) else None
+
+
+def _graph_trunk(
+    backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg, resize: ResizePolicy
+) -> tuple[nn.Module, graph.GraphInfo]:
+    """A traced (or hooked), truncated, frozen-to-be trunk on CPU (or the user module's device), and its probe."""
     from . import graph
 
     if isinstance(backbone, nn.Module):
-        return _module_trunk(backbone, taps, weights)
+        return _module_trunk(backbone, taps, weights, resize)
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a torchvision model name or an nn.Module; got {type(backbone).__name__}.")
     name = check_backbone_name(backbone)
@@ -287,7 +370,8 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     nodes = graph.resolve_taps(taps, traced, qualnames, name, classic.aliases(name))
     trunk = graph.truncated_module(model, traced, nodes, name)
     on_meta = next(iter(trunk.parameters())).is_meta
-    info = _PROBED.get((name, taps)) or _PROBED.setdefault((name, taps), graph.probe(trunk, name))
+    key = (name, taps, _probe_size(resize))
+    info = _PROBED.get(key) or _PROBED.setdefault(key, _probe(trunk, name, 224, resize))
     state = load_backbone_state(name, weights, model.state_dict())
     if on_meta:
         trunk = trunk.to_empty(device="cpu")
@@ -299,30 +383,114 @@ def _graph_trunk(backbone: Backbone, taps: tuple[str, ...], weights: WeightsArg)
     return trunk, info
 
 
-def _module_trunk(module: nn.Module, taps: tuple[str, ...], weights: WeightsArg) -> tuple[nn.Module, graph.GraphInfo]:
-    """The user's module, traced through a copy: the module itself is never changed or kept."""
+def _probe(trunk: nn.Module, name: str, hint: int, resize: ResizePolicy) -> graph.GraphInfo:
+    """The trunk's probe, at the size ``resize`` fixes if it does; if the trunk refuses that size,
+    the error says which sizes it takes."""
     from . import graph
+
+    from .tokens import patch_size
+
+    size, patch = _probe_size(resize), patch_size(trunk)
+    if size is None:
+        return graph.probe(trunk, name, hint=hint, patch=patch)
+    try:
+        return graph.probe(trunk, name, hint=hint, size=size, patch=patch)
+    except ValueError as error:
+        try:
+            free = graph.probe(trunk, name, hint=hint, patch=patch)
+        except ValueError:
+            raise error from None
+        _input_size_policy(name, resize, free.min_size, free.fixed_size)  # names the sizes it takes
+        raise
+
+
+def _module_trunk(
+    module: nn.Module, taps: tuple[str, ...], weights: WeightsArg, resize: ResizePolicy
+) -> tuple[nn.Module, graph.GraphInfo]:
+    """The user's module, traced (or hooked) through a copy: the module itself is never changed or kept."""
+    from . import graph, hooks
 
     name = type(module).__name__
     model = graph.detached_copy(module).eval()
     try:
         traced, qualnames = graph.trace(model, name)
-    except graph.TraceError:
-        submodules = dict(model.named_modules())
-        leaves = [t for t in taps if t in submodules]
-        if not leaves:
-            raise
-        traced, qualnames = graph.trace(model, name, leaves=leaves)
+    except graph.TraceError as error:
+        hooks.check_module_taps(model, taps, str(error))
+        try:  # the tapped modules as leaves: fx keeps its pruning and in-place safety
+            traced, qualnames = graph.trace(model, name, leaves=[t for t in taps if t != graph.LOGITS])
+        except graph.TraceError:
+            return _hooked_trunk(module, model, taps, weights, resize)
     nodes = graph.resolve_taps(list(taps), traced, qualnames, name)
     trunk = graph.truncated_module(model, traced, nodes, name)
     graph.own_tensors(trunk)
+    _load_module_weights(module, trunk, weights, name)
+    info = _probe(trunk, name, native_size(module) or 224, resize)
+    graph.freeze_layers(trunk)
+    return trunk, info
+
+
+def _hooked_trunk(
+    module: nn.Module, model: nn.Module, taps: tuple[str, ...], weights: WeightsArg, resize: ResizePolicy
+) -> tuple[nn.Module, graph.GraphInfo]:
+    """``model`` (a copy of ``module`` sharing its tensors) run with hooks, stopped after the deepest tap."""
+    from . import graph, hooks
+    from .tokens import patch_size
+
+    name = type(module).__name__
+    trunk = hooks.HookedTrunk(model, taps, name)
+    info = _probe(trunk, name, native_size(module) or 224, resize)
+    entered, overwritten = _inspect(trunk, info.size)
+    trunk.clone = frozenset(overwritten)
+    replaced = hooks.prune(model, entered)
+    try:
+        _inspect(trunk, info.size)
+    except Exception:  # something dropped is used after all (e.g. a parameter read directly): keep all
+        hooks.restore(replaced)
+        replaced = []
+    logger.info(
+        "%s runs with forward hooks on %s, stopped after the deepest; %d unused submodules dropped",
+        name, list(trunk.module_names), len(replaced),
+    )  # fmt: skip
+    graph.own_tensors(trunk)
+    _load_module_weights(module, trunk.model, weights, name)
+    graph.freeze_layers(trunk)
+    trunk.size_note = _size_note(info, patch_size(trunk))
+    return trunk, info
+
+
+def _size_note(info: graph.GraphInfo, patch: int | None) -> str:
+    """What input sizes a probed trunk takes, and the ``resize=`` that fits them."""
+    if info.fixed_size is not None:
+        return f"It takes {info.fixed_size}x{info.fixed_size} images only: pass resize={info.fixed_size}."
+    if info.multiple is not None:
+        return (
+            f"It takes sides in whole patches of {info.multiple} pixels only (at least {info.min_size}): pass "
+            f"resize=MultipleOf({info.multiple})."
+        )
+    multiple = f", or resize=MultipleOf({patch}) for whole patches" if patch else ""
+    return f"It takes images of at least {info.min_size}x{info.min_size} pixels: pass resize=<size>{multiple}."
+
+
+def _inspect(trunk: nn.Module, size: tuple[int, int]) -> tuple[set[str], set[str]]:
+    """:func:`hooks.inspect_run` on a meta copy of ``trunk``, or for real where meta cannot run it."""
+    from . import graph, hooks
+
+    try:
+        return hooks.inspect_run(graph.meta_copy(trunk), torch.empty(1, 3, *size, device="meta"))  # type: ignore[arg-type]
+    except hooks.TapError:
+        raise
+    except Exception:
+        reference = next(iter(trunk.parameters()), torch.empty(0))
+        x = torch.zeros(1, 3, *size, device=reference.device, dtype=reference.dtype)
+        return hooks.inspect_run(trunk, x)  # type: ignore[arg-type]
+
+
+def _load_module_weights(module: nn.Module, trunk: nn.Module, weights: WeightsArg, name: str) -> None:
+    """A path given for a module: its state dict, checked against the whole module, into what ``trunk`` keeps."""
     if isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
         state = load_backbone_state(name, weights, module.state_dict())
         assert state is not None
         _load_kept(trunk, state, name)
-    info = graph.probe(trunk, name)
-    graph.freeze_layers(trunk)
-    return trunk, info
 
 
 def _load_kept(trunk: nn.Module, state: dict[str, Tensor], name: str) -> None:
@@ -351,10 +519,14 @@ def _check_range_arg(input_range: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
-def resized_size(resize: tuple[int, int] | ShortSide | None, height: int, width: int) -> tuple[int, int] | None:
+def resized_size(resize: ResizePolicy, height: int, width: int) -> tuple[int, int] | None:
     """The size images of ``height x width`` are resized to, or ``None`` to leave them as they are."""
     if resize is None:
         return None
+    if isinstance(resize, MultipleOf):
+        m = resize.size
+        size = (max(m, round(height / m) * m), max(m, round(width / m) * m))
+        return None if size == (height, width) else size
     if isinstance(resize, ShortSide):
         short = min(height, width)
         if short <= resize.size:
@@ -366,12 +538,12 @@ def resized_size(resize: tuple[int, int] | ShortSide | None, height: int, width:
     return None if (height, width) == resize else resize
 
 
-def check_resize(resize: Resize) -> tuple[int, int] | ShortSide | None:
+def check_resize(resize: Resize) -> ResizePolicy:
     if resize is None:
         return None
-    if isinstance(resize, ShortSide):
-        if not (isinstance(resize.size, int) and resize.size > 0):
-            raise ValueError(f"ShortSide needs a positive int size such as 256; got {resize.size!r}.")
+    if isinstance(resize, (ShortSide, MultipleOf)):
+        if not (isinstance(resize.size, int) and not isinstance(resize.size, bool) and resize.size > 0):
+            raise ValueError(f"{type(resize).__name__} needs a positive int size such as 14; got {resize.size!r}.")
         return resize
     pair = (resize, resize) if isinstance(resize, int) else resize
     try:
@@ -380,14 +552,21 @@ def check_resize(resize: Resize) -> tuple[int, int] | ShortSide | None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"resize must be None, a positive int such as 224, or a (height, width) pair; got {resize!r}.")
+        raise ValueError(
+            f"resize must be None, a positive int such as 224, a (height, width) pair, ShortSide(256) or "
+            f"MultipleOf(14); got {resize!r}."
+        )
     return int(height), int(width)
 
 
 def _input_size_policy(
-    name: str, resize: tuple[int, int] | ShortSide | None, min_size: int, fixed_size: int | None
+    name: str, resize: ResizePolicy, min_size: int, fixed_size: int | None
 ) -> tuple[int | None, int]:
     """``(fixed_size, min_size)`` of the images passed in, given the trunk's and ``resize``."""
+    if isinstance(resize, MultipleOf):
+        if fixed_size is not None:
+            raise ValueError(f"{name} takes {fixed_size}x{fixed_size} images only; set resize={fixed_size}.")
+        return None, 1 if min_size <= resize.size else min_size
     if resize is None or isinstance(resize, ShortSide):  # a short side only shrinks large images
         if fixed_size is not None and resize is not None:
             raise ValueError(f"{name} takes {fixed_size}x{fixed_size} images only; set resize={fixed_size}.")

@@ -97,11 +97,19 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class GraphInfo:
-    """What probing a trunk on the meta device found out."""
+    """What probing a trunk (on the meta device where it can) found out."""
 
     min_size: int
     fixed_size: int | None
-    dims: dict[str, int]
+    shapes: dict[str, tuple[int, ...]]
+    """Each tap's output shape for one image of :attr:`size`."""
+    size: tuple[int, int]
+    multiple: int | None = None
+    """Set when the trunk takes whole patches only (timm's dynamic-size ViTs): sides must be multiples of it."""
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.shapes.items()}
 
 
 def _tracer(leaves: Sequence[str] = ()) -> NodePathTracer:
@@ -146,9 +154,8 @@ def trace(model: nn.Module, name: str, leaves: Sequence[str] = ()) -> tuple[fx.G
         raise TraceError(
             f"torch.fx cannot trace {name}: {where} it failed with {type(error).__name__}: {error}. "
             f"Usually this is Python control flow on tensor values or shapes. To proceed: tap whole "
-            f"submodules by their names in model.named_modules() (tapped modules are traced as leaves, so "
-            f"their insides do not matter), {example}; or pass a module that stops before the untraceable "
-            f"part (e.g. nn.Sequential of the layers you need)."
+            f"submodules by their names in model.named_modules() (they are then traced as leaves, or run "
+            f"with forward hooks), {example}."
         ) from error
     return graph, dict(tracer.node_to_qualname)
 
@@ -330,24 +337,41 @@ def freeze_layers(module: nn.Module) -> None:
                 setattr(parent, child_name, replacement)
 
 
-def probe(module: nn.Module, name: str, limit: int = 1024, hint: int = 224) -> GraphInfo:
-    """Smallest square input size, a fixed size if only one works (ViT: 224), and each tap's ndim.
+def probe(
+    module: nn.Module,
+    name: str,
+    limit: int = 1024,
+    hint: int = 224,
+    size: tuple[int, int] | None = None,
+    patch: int | None = None,
+) -> GraphInfo:
+    """Smallest square input size, a fixed size if only one works (ViT: 224), and each tap's shape.
 
     Runs ``module`` on the meta device (nothing is computed) at a few sizes, assuming that a size
-    that works makes every larger one work too, unless only one size works at all. A module that
-    branches on tensor values cannot run on meta: it is then probed for real, without autograd.
+    that works makes every larger one work too, unless twice that size fails (then only that
+    size counts). ``hint``: the size to try first (the module's own, if it says). ``size``: every
+    call will be resized to it: only that size is tried. A module that cannot run on meta is
+    probed for real, without autograd.
     """
     reference = next(iter(module.parameters()), torch.empty(0))
     try:
-        return _probe(_shape_only_copy(module), "meta", limit, hint)
+        return _probe(_shape_only_copy(module), "meta", limit, hint, size, patch)
     except _NothingFits as error:
         if reference.is_meta:
-            raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
+            raise ValueError(_nothing_fits_message(name, error)) from None
     with torch.no_grad():
         try:
-            return _probe(module, reference, limit, hint)
+            return _probe(module, reference, limit, hint, size, patch)
         except _NothingFits as error:
-            raise ValueError(f"{name} does not run on any test input of {error.sizes} pixels: {error.reason}") from None
+            raise ValueError(_nothing_fits_message(name, error)) from None
+
+
+def _nothing_fits_message(name: str, error: _NothingFits) -> str:
+    sizes = " or ".join(f"{h}x{w}" for h, w in error.sizes)
+    return (
+        f"{name} does not run on test inputs of {sizes} pixels: {error.reason}. If it takes one size only, pass "
+        "resize=<that size>."
+    )
 
 
 def _shape_only_copy(module: nn.Module) -> nn.Module:
@@ -361,19 +385,22 @@ def _shape_only_copy(module: nn.Module) -> nn.Module:
 
 
 class _NothingFits(Exception):
-    def __init__(self, sizes: tuple[int, ...], reason: str) -> None:
+    def __init__(self, sizes: Sequence[tuple[int, int]], reason: str) -> None:
         super().__init__(reason)
-        self.sizes, self.reason = sizes, reason
+        self.sizes, self.reason = tuple(sizes), reason
 
 
-def _probe(module: nn.Module, like: str | Tensor, limit: int, hint: int) -> GraphInfo:
+def _probe(
+    module: nn.Module, like: str | Tensor, limit: int, hint: int, size: tuple[int, int] | None, patch: int | None
+) -> GraphInfo:
     reasons: list[str] = []
 
-    def run(size: int) -> dict[str, Tensor] | None:
+    def run(height: int, width: int | None = None) -> dict[str, Tensor] | None:
+        shape = (1, 3, height, height if width is None else width)
         if isinstance(like, str):
-            x = torch.empty(1, 3, size, size, device=like)
+            x = torch.empty(shape, device=like)
         else:
-            x = torch.zeros(1, 3, size, size, device=like.device, dtype=like.dtype)
+            x = torch.zeros(shape, device=like.device, dtype=like.dtype)
         try:
             out = module(x)
         except Exception as error:
@@ -382,10 +409,30 @@ def _probe(module: nn.Module, like: str | Tensor, limit: int, hint: int) -> Grap
         fits = all(v.dim() != 4 or min(v.shape[-2:]) >= 1 for v in out.values())
         return out if fits else None
 
+    def info(out: dict[str, Tensor], min_size: int, fixed: int | None, multiple: int | None = None) -> GraphInfo:
+        at = size or (min_size, min_size)
+        return GraphInfo(min_size, fixed, {k: tuple(v.shape) for k, v in out.items()}, at, multiple)
+
+    if size is not None:
+        out = run(*size)
+        if out is None:
+            raise _NothingFits([size], reasons[-1] if reasons else "a tap has an empty feature map")
+        return info(out, min(size), None)
     sizes = (hint, 2 * hint, limit)
-    high = next((size for size in sizes if run(size) is not None), None)
+    high = next((s for s in sizes if run(s) is not None), None)
     if high is None:
-        raise _NothingFits(sizes, reasons[-1] if reasons else "a tap has an empty feature map")
+        raise _NothingFits([(s, s) for s in sizes], reasons[-1] if reasons else "a tap has an empty feature map")
+    if patch and high % patch == 0 and run(high + 1) is None and run(2 * high) is not None:
+        low, high = 0, high // patch  # in patches: run(low * patch) fails or low == 0
+        while high - low > 1:
+            middle = (low + high) // 2
+            if run(middle * patch) is None:
+                low = middle
+            else:
+                high = middle
+        out = run(high * patch)
+        assert out is not None
+        return info(out, high * patch, None, patch)
     low = 0  # run(low) fails or low == 0; run(high) works
     while high - low > 1:
         middle = (low + high) // 2
@@ -393,10 +440,10 @@ def _probe(module: nn.Module, like: str | Tensor, limit: int, hint: int) -> Grap
             low = middle
         else:
             high = middle
-    fixed = high if all(run(high + step) is None for step in (1, 2, high)) else None
+    fixed = high if all(run(s) is None for s in {2 * high, max(limit, high + 1)}) else None
     out = run(high)
     assert out is not None
-    return GraphInfo(min_size=high, fixed_size=fixed, dims={k: v.dim() for k, v in out.items()})
+    return info(out, high, fixed)
 
 
 def meta_copy(module: nn.Module) -> nn.Module:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import logging
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -20,8 +22,29 @@ from torch import nn
 from ..weights import CLASSIC_IMAGENET_FILES, WeightsArg, weights_entry, weights_enum
 from . import classic
 
+logger = logging.getLogger(__name__)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "clip": (CLIP_MEAN, CLIP_STD),
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+"""Input statistics by name, for ``normalize="clip"`` and the like: ``imagenet`` (torchvision's,
+timm's and DINOv2's), ``clip`` (OpenAI CLIP's, also open_clip's and EVA's), ``siglip`` (SigLIP's
+and Inception's: ``[-1, 1]`` input)."""
+
+Normalize = bool | Literal["imagenet", "clip", "siglip"]
+"""``True`` (the weights' or the trunk's own statistics) | ``False`` (none: ``[0, 1]`` images as
+they are) | a name of :data:`STATISTICS`."""
+
+_TRANSFORMERS_STATISTICS = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip",
+                            "siglip_vision_model": "siglip", "siglip2_vision_model": "siglip"}  # fmt: skip
+"""transformers' ``config.model_type`` -> the statistics its image processor uses (others: ImageNet's)."""
 
 Backbone = str | nn.Module
 """A torchvision classification model name, or the user's own ``nn.Module``."""
@@ -82,7 +105,9 @@ def available_taps(backbone: Backbone) -> list[str]:
     """Tap names of ``backbone`` in network order.
 
     torchvision's node names (what ``get_graph_node_names`` lists in eval mode) and ``logits``;
-    the classic networks list their literature names (``conv1_1``, ``relu1_1``, ...) first.
+    the classic networks list their literature names (``conv1_1``, ``relu1_1``, ...) first. A
+    module torch.fx cannot trace lists its submodule names (``model.named_modules()``) and
+    ``logits``: it is tapped through forward hooks.
 
     Examples:
         >>> available_taps("vgg16")[:3]
@@ -95,7 +120,10 @@ def available_taps(backbone: Backbone) -> list[str]:
     from . import graph
 
     if isinstance(backbone, nn.Module):
-        traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
+        try:
+            traced, qualnames = graph.trace(graph.detached_copy(backbone).eval(), type(backbone).__name__)
+        except graph.TraceError:  # tapped through forward hooks: its submodules by name
+            return [name for name, _ in backbone.named_modules() if name] + [graph.LOGITS]
         return graph.node_names(traced, qualnames)
     name = check_backbone_name(backbone)
     return [*classic.TAPS.get(name, {}), *_torchvision_taps(name)]
@@ -105,8 +133,11 @@ def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tupl
     """The ``(mean, std)`` the weights were trained with, on ``[0, 1]`` images.
 
     From the torchvision weights entry's ``transforms()`` when ``weights`` names one (ImageNet's
-    statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); ImageNet's otherwise.
+    statistics for all but a few, e.g. VGG16's ``IMAGENET1K_FEATURES``); for a module, what it
+    carries itself (:func:`module_statistics`); ImageNet's otherwise.
     """
+    if isinstance(backbone, nn.Module):
+        return module_statistics(backbone)
     entry = weights_entry(backbone, weights) if isinstance(backbone, str) and isinstance(weights, str) else None
     if entry is not None:
         if entry.backbone in CLASSIC_IMAGENET_FILES and entry.name == "IMAGENET1K_V1":
@@ -120,6 +151,50 @@ def default_normalization(backbone: Backbone, weights: WeightsArg) -> tuple[tupl
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def module_statistics(module: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(mean, std)`` a module says it was trained with, else ImageNet's; logged either way.
+
+    Read from, in order: timm's ``pretrained_cfg`` (``mean``, ``std``), open_clip's
+    ``image_mean``/``image_std`` (a visual tower), transformers' ``config.model_type`` (CLIP's
+    statistics for CLIP, ``[-1, 1]`` input for SigLIP: what their image processors do).
+    ``mean=, std=`` or ``normalize="clip"`` override it.
+    """
+    found: tuple[Any, Any, str] | None = None
+    cfg = getattr(module, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("mean") is not None and cfg.get("std") is not None:
+        found = (cfg["mean"], cfg["std"], "its timm pretrained_cfg")
+    elif getattr(module, "image_mean", None) is not None and getattr(module, "image_std", None) is not None:
+        found = (module.image_mean, module.image_std, "its image_mean/image_std (open_clip)")
+    else:
+        model_type = getattr(getattr(module, "config", None), "model_type", None)
+        if model_type in _TRANSFORMERS_STATISTICS:
+            name = _TRANSFORMERS_STATISTICS[model_type]
+            found = (*STATISTICS[name], f"its transformers model_type {model_type!r} ({name}'s statistics)")
+    if found is None:
+        logger.info("%s carries no input statistics: ImageNet's are used (set mean=, std= or normalize=)",
+                    type(module).__name__)  # fmt: skip
+        return IMAGENET_MEAN, IMAGENET_STD
+    mean, std, source = found
+    logger.info("%s: input statistics mean=%s std=%s from %s", type(module).__name__, tuple(mean), tuple(std), source)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def native_size(module: nn.Module) -> int | None:
+    """The input size a module says it was built for (timm's ``pretrained_cfg["input_size"]``,
+    open_clip's ``image_size``, transformers' ``config.image_size``), or ``None``: where probing starts."""
+    cfg = getattr(module, "pretrained_cfg", None)
+    for size in (
+        cfg.get("input_size") if isinstance(cfg, dict) else None,
+        getattr(module, "image_size", None),
+        getattr(getattr(module, "config", None), "image_size", None),
+    ):
+        if isinstance(size, (tuple, list)) and size:
+            size = size[-1]
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    return None
+
+
 NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 """``(mean, std)`` of ``normalize=False``: the network sees ``[0, 1]`` images as they are."""
 
@@ -127,14 +202,22 @@ NO_NORMALIZATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 def input_statistics(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
-    normalize: bool,
+    normalize: Normalize,
     default: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     """``(mean, std)`` as given, each ``None`` replaced by ``default``'s (without one: ``None``,
-    the weights' own, filled in later), or :data:`NO_NORMALIZATION` for ``normalize=False``
-    (BasicSR's ``use_input_norm=False``)."""
+    the weights' own, filled in later), :data:`NO_NORMALIZATION` for ``normalize=False``
+    (BasicSR's ``use_input_norm=False``), or the named statistics (``normalize="clip"``)."""
+    if isinstance(normalize, str):
+        if normalize not in STATISTICS:
+            raise ValueError(f"Unknown normalize={normalize!r}; choose True, False or one of {tuple(STATISTICS)}.")
+        if mean is not None or std is not None:
+            raise ValueError(
+                f"normalize={normalize!r} names the statistics, and mean/std give them: give one or the other."
+            )
+        return STATISTICS[normalize]
     if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be True or False; got {normalize!r}.")
+        raise TypeError(f"normalize must be True, False or one of {tuple(STATISTICS)}; got {normalize!r}.")
     if not normalize:
         if mean is not None or std is not None:
             raise ValueError(

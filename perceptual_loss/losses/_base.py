@@ -15,9 +15,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..backbones import Backbone, FeatureExtractor, Features, Resize, ShortSide, default_normalization
+from ..backbones import Backbone, FeatureExtractor, Features, Normalize, Resize, default_normalization
 from ..backbones.classic import Pooling
-from ..backbones.extractor import INSIDE_UNSUPPORTED, check_resize
+from ..backbones.extractor import INSIDE_UNSUPPORTED, ResizePolicy, check_resize
 from ..backbones.registry import backbone_name, input_statistics
 from ..distances import DISTANCES, Distance, masks_at
 from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range
@@ -101,7 +101,7 @@ class View:
     backbone: Backbone
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    resize: tuple[int, int] | ShortSide | None = None
+    resize: ResizePolicy = None
     pooling: Pooling = "max"
     pool_stride: int | None = None
 
@@ -149,7 +149,7 @@ class Comparison(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
@@ -203,7 +203,7 @@ class LayerComparison(Comparison):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, Pooling, ShortSide
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, Normalize, Pooling, ShortSide
 from ..backbones.registry import input_statistics
 from ..distances import dists_distance
 from ..frozen import FrozenModule
@@ -56,7 +56,7 @@ class DISTSComparison(Comparison):
         resize: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
     ) -> None:
         mean, std = input_statistics(mean, std, normalize, default=(IMAGENET_MEAN, IMAGENET_STD))
         resized = None if resize is None else ShortSide(resize)
@@ -123,7 +123,7 @@ class DISTSLoss(FeatureLoss):
         mask_mode: MaskMode = "area",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
     ) -> None:
         super().__init__(
             DISTSComparison(dists_weights, resize, mean, std, normalize),

@@ -7,7 +7,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features, Pooling
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features, Normalize, Pooling
 from ..backbones.registry import input_statistics
 from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
@@ -65,7 +65,7 @@ class LPIPSComparison(Comparison):
         head_weights: WeightsArg = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
@@ -159,7 +159,7 @@ class LPIPSLoss(FeatureLoss):
         mask_mode: MaskMode = "area",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..backbones import Backbone, Features, Pooling, Resize
+from ..backbones import Backbone, Features, Normalize, Pooling, Resize
 from ..distances import Distance, feature_distance, feature_distance_map
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -47,7 +47,7 @@ class PerceptualComparison(LayerComparison):
         std: Sequence[float] | None = None,
         resize: Resize = None,
         spatial: bool = False,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
@@ -149,7 +149,7 @@ class PerceptualLoss(FeatureLoss):
         resize: Resize = None,
         spatial: bool = False,
         mask_mode: MaskMode = "area",
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from ..backbones import Backbone, Features, Pooling, Resize
+from ..backbones import Backbone, Features, Normalize, Pooling, Resize
 from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
 from ..validation import Grayscale
 from ..weights import WeightsArg
@@ -33,7 +33,7 @@ class StyleComparison(LayerComparison):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: Resize = None,
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
@@ -102,7 +102,7 @@ class StyleLoss(FeatureLoss):
         std: Sequence[float] | None = None,
         resize: Resize = None,
         mask_mode: MaskMode = "area",
-        normalize: bool = True,
+        normalize: Normalize = True,
         pooling: Pooling = "max",
         pool_stride: int | None = None,
     ) -> None:
