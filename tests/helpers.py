@@ -63,3 +63,25 @@ def saved_tensors(run: Callable[[], object]) -> dict[int, Tensor]:
 def storage_bytes(tensors: Iterable[Tensor]) -> int:
     """Bytes of the storages behind ``tensors``."""
     return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
+def module_snapshot(module: nn.Module) -> dict[str, object]:
+    """Everything a loss must leave as it was in a user's module: values, storage, flags, modes, types."""
+    return {
+        "state": {k: v.clone() for k, v in module.state_dict().items()},
+        "ptrs": [t.data_ptr() for t in module.state_dict().values()],
+        "grad": [p.requires_grad for p in module.parameters()],
+        "modes": [m.training for m in module.modules()],
+        "dtypes": [t.dtype for t in module.state_dict().values()],
+        "inplace": [getattr(m, "inplace", None) for m in module.modules()],
+        "types": [type(m) for m in module.modules()],
+        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules()],
+    }
+
+
+def assert_unchanged(before: dict[str, object], after: dict[str, object]) -> None:
+    for key in before:
+        if key == "state":
+            assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])  # type: ignore[index]
+        else:
+            assert before[key] == after[key], key

@@ -28,7 +28,7 @@ from perceptual_loss import (
 )
 from perceptual_loss.backbones import FrozenBatchNorm, MaxPool2dRecomputingIndices, default_normalization
 
-from .helpers import saved_tensors
+from .helpers import module_snapshot, saved_tensors
 
 HOOK_CASES = {
     # bn1 and layer2.1.bn2 are followed by an in-place ReLU: they must stay pre-activation.
@@ -359,30 +359,18 @@ class Encoder(nn.Module):
         return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))
 
 
-def _snapshot(module: nn.Module) -> dict[str, object]:
-    return {
-        "state": {k: v.clone() for k, v in module.state_dict().items()},
-        "ptrs": [t.data_ptr() for t in module.state_dict().values()],
-        "grad": [p.requires_grad for p in module.parameters()],
-        "modes": [m.training for m in module.modules()],
-        "dtypes": [t.dtype for t in module.state_dict().values()],
-        "inplace": [getattr(m, "inplace", None) for m in module.modules()],
-        "types": [type(m) for m in module.modules()],
-    }
-
-
 def test_a_users_module_is_left_exactly_as_given_and_never_saved() -> None:
     torch.manual_seed(0)
     encoder = Encoder().train()
     encoder.block[0].weight.requires_grad_(False)  # a mixed state the loss must not "fix"
-    before = _snapshot(encoder)
+    before = module_snapshot(encoder)
     loss = PerceptualLoss(["stem.1", "block", "logits"], backbone=encoder)
     holder = nn.Sequential(nn.Conv2d(3, 3, 1), loss).train()
     pred = torch.rand(2, 3, 16, 16, requires_grad=True)
     loss(pred, torch.rand(2, 3, 16, 16)).backward()
     loss.to(torch.float64)
     loss.to(torch.float32)
-    after = _snapshot(encoder)
+    after = module_snapshot(encoder)
     for key in before:
         if key == "state":
             assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])  # type: ignore[index]

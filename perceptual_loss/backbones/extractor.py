@@ -238,7 +238,7 @@ class FeatureExtractor(FrozenModule):
             )
         if layout is not None:
             self.token_layouts[tap] = layout
-        if view != "map" or layout is not None or tap != base:
+        if view != "map" or layout is not None:
             self._reads[tap] = (base, view, layout)
         return {"cls": 2, "tokens": 3}.get(view, 4 if layout is not None else len(shape))
 
@@ -387,7 +387,6 @@ def _probe(trunk: nn.Module, name: str, hint: int, resize: ResizePolicy) -> grap
     """The trunk's probe, at the size ``resize`` fixes if it does; if the trunk refuses that size,
     the error says which sizes it takes."""
     from . import graph
-
     from .tokens import patch_size
 
     size, patch = _probe_size(resize), patch_size(trunk)
@@ -443,7 +442,7 @@ def _hooked_trunk(
     trunk.clone = frozenset(overwritten)
     replaced = hooks.prune(model, entered)
     try:
-        _inspect(trunk, info.size)
+        _inspect(trunk, info.size, to_the_end=False)
     except Exception:  # something dropped is used after all (e.g. a parameter read directly): keep all
         hooks.restore(replaced)
         replaced = []
@@ -455,6 +454,7 @@ def _hooked_trunk(
     _load_module_weights(module, trunk.model, weights, name)
     graph.freeze_layers(trunk)
     trunk.size_note = _size_note(info, patch_size(trunk))
+    trunk.ready = True
     return trunk, info
 
 
@@ -471,18 +471,19 @@ def _size_note(info: graph.GraphInfo, patch: int | None) -> str:
     return f"It takes images of at least {info.min_size}x{info.min_size} pixels: pass resize=<size>{multiple}."
 
 
-def _inspect(trunk: nn.Module, size: tuple[int, int]) -> tuple[set[str], set[str]]:
+def _inspect(trunk: nn.Module, size: tuple[int, int], to_the_end: bool = True) -> tuple[set[str], set[str]]:
     """:func:`hooks.inspect_run` on a meta copy of ``trunk``, or for real where meta cannot run it."""
     from . import graph, hooks
 
     try:
-        return hooks.inspect_run(graph.meta_copy(trunk), torch.empty(1, 3, *size, device="meta"))  # type: ignore[arg-type]
+        x = torch.empty(1, 3, *size, device="meta")
+        return hooks.inspect_run(graph.meta_copy(trunk), x, to_the_end)  # type: ignore[arg-type]
     except hooks.TapError:
         raise
     except Exception:
         reference = next(iter(trunk.parameters()), torch.empty(0))
         x = torch.zeros(1, 3, *size, device=reference.device, dtype=reference.dtype)
-        return hooks.inspect_run(trunk, x)  # type: ignore[arg-type]
+        return hooks.inspect_run(trunk, x, to_the_end)  # type: ignore[arg-type]
 
 
 def _load_module_weights(module: nn.Module, trunk: nn.Module, weights: WeightsArg, name: str) -> None:

@@ -105,7 +105,11 @@ class HookedTrunk(nn.Module):
         self.clone = frozenset[str]()
         """Taps that a later in-place op would overwrite: cloned when kept (found by :func:`inspect_run`)."""
         self.size_note = ""
-        """What input sizes the module takes, for the error when it refuses one (set after probing)."""
+        """What input sizes the module takes, for the error when it refuses one."""
+        self.ready = False
+        """Set once probed: before that, errors pass through as they are and taps are not checked
+        for in-place writes (the probe is what finds them)."""
+        self.stop_early = True
         self._kept: dict[str, tuple[Tensor, int]] | None = None
         for module_name in self.module_names:
             model.get_submodule(module_name).register_forward_hook(_Hook(self, module_name))
@@ -123,7 +127,7 @@ class HookedTrunk(nn.Module):
         if module_name in self.clone:
             tensor = tensor.clone()
         kept[module_name] = (tensor, tensor._version)
-        if not self.wants_logits and len(kept) == len(self.module_names):
+        if self.stop_early and not self.wants_logits and len(kept) == len(self.module_names):
             raise _StopForward
 
     def run(self, x: Tensor) -> tuple[dict[str, tuple[Tensor, int]], Any]:
@@ -136,7 +140,7 @@ class HookedTrunk(nn.Module):
         except (TapError, torch.OutOfMemoryError):
             raise
         except Exception as error:
-            if not self.size_note:  # probing: the probe reads the error
+            if not self.ready:  # probing: the probe reads the error
                 raise
             raise ValueError(
                 f"{self.name} refused an input of {x.shape[-2]}x{x.shape[-1]} pixels (after resize): "
@@ -155,7 +159,7 @@ class HookedTrunk(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         kept, logits = self.run(x)
         changed = [t for t, (tensor, version) in kept.items() if tensor._version != version]
-        if changed:
+        if changed and self.ready:
             raise RuntimeError(
                 f"An in-place op of {self.name} overwrote the tap(s) {changed} after they ran, which the probe did "
                 "not see (a data-dependent path). Tap another module, e.g. the parent block."
@@ -186,9 +190,10 @@ def check_module_taps(model: nn.Module, taps: Sequence[str], reason: str) -> Non
             )
 
 
-def inspect_run(trunk: HookedTrunk, x: Tensor) -> tuple[set[str], set[str]]:
-    """Run ``trunk`` once on ``x`` without autograd: ``(names of the submodules that started
-    before it stopped, taps whose tensor a later in-place op changed)``. ``x`` may be on meta."""
+def inspect_run(trunk: HookedTrunk, x: Tensor, to_the_end: bool = True) -> tuple[set[str], set[str]]:
+    """Run ``trunk`` on ``x`` without autograd: ``(names of the submodules that started before it
+    stopped, taps whose tensor a later in-place op changed)``; then, ``to_the_end``, once more
+    without stopping, which raises if a tapped module runs more than once. ``x`` may be on meta."""
     entered: set[str] = set()
     handles = [
         module.register_forward_pre_hook(lambda m, a, name=name: entered.add(name))
@@ -200,6 +205,13 @@ def inspect_run(trunk: HookedTrunk, x: Tensor) -> tuple[set[str], set[str]]:
     finally:
         for handle in handles:
             handle.remove()
+    if to_the_end:
+        trunk.stop_early = False
+        try:
+            with torch.no_grad():
+                trunk.run(x)
+        finally:
+            trunk.stop_early = True
     return entered, {t for t, (tensor, version) in kept.items() if tensor._version != version}
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 

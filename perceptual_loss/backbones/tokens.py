@@ -89,7 +89,9 @@ def token_layout(trunk: nn.Module, tap: str, shape: tuple[int, ...], size: tuple
     rows, cols = size[0] // patch, size[1] // patch
     prefix = length - rows * cols
     if rows * cols == 0 or not 0 <= prefix < length:
-        logger.info("%s: %d tokens are not patches of %d pixels of a %s input: kept as they are", tap, length, patch, size)
+        logger.info(
+            "%s: %d tokens are not patches of %d pixels of a %s input: kept as they are", tap, length, patch, size
+        )
         return None
     logger.info(
         "%s: %d tokens of %d channels = %d prefix (class token, registers: dropped) + %dx%d patches of %d px -> "
