@@ -39,12 +39,11 @@ from torch import Tensor, fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
 from ..frozen import mode_free
+from .hooks import LOGITS
 from .layers import FrozenBatchNorm, MaxPool2dRecomputingIndices
 
 logger = logging.getLogger(__name__)
 
-LOGITS = "logits"
-"""The tap name of a model's output (a classifier's logits)."""
 
 _VIEW_METHODS = frozenset(
     [

@@ -20,9 +20,7 @@ counter during the probe) is cloned when kept; a tap is otherwise the module's t
 
 from __future__ import annotations
 
-import copy
 import difflib
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,9 +29,8 @@ from torch import Tensor, nn
 
 from ..frozen import mode_free
 
-logger = logging.getLogger(__name__)
-
 LOGITS = "logits"
+"""The tap name of a module's own output (a classifier's logits)."""
 
 
 class TapError(ValueError):
@@ -90,7 +87,7 @@ class HookedTrunk(nn.Module):
 
     Args:
         model: the copy to run (owned by this trunk; hooks are added to it).
-        taps: ``{tap name: submodule name}``; ``logits`` is the module's own output (then the
+        taps: names of submodules of ``model``; ``logits`` is the module's own output (then the
             whole forward runs).
         name: the module's name, for messages.
     """
@@ -241,9 +238,3 @@ def prune(model: nn.Module, entered: set[str]) -> list[tuple[nn.Module, str, nn.
 def restore(replaced: list[tuple[nn.Module, str, nn.Module]]) -> None:
     for parent, attribute, module in replaced:
         setattr(parent, attribute, module)
-
-
-def hooked_copy(module: nn.Module) -> nn.Module:
-    """A structural copy of ``module`` in eval mode that shares its tensors and none of its hooks' state."""
-    memo: dict[int, Any] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return copy.deepcopy(module, memo).eval()
