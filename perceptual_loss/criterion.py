@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
+from .chunks import check_chunk_size, chunked_values
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import MaskMode, View, check_mask_mode, tap_masks
+from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .validation import Grayscale, check_image, check_mask, check_module_compatible, check_pair, check_range, check_size
@@ -75,8 +77,11 @@ class CombinedLoss(nn.Module):
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
         weights: backbone weights for every term that does not set its own ``weights``:
             ``"imagenet"`` | a weights enum name | path | ``None`` (tests only).
-        input_range, grayscale, check_inputs, mask_mode: as for :class:`~perceptual_loss.PerceptualLoss`
-            (``mask_mode`` applies to every backbone term).
+        input_range, grayscale, check_inputs, mask_mode, chunk_size: as for every loss (see
+            :mod:`perceptual_loss.losses.options`); ``mask_mode`` applies to every backbone term,
+            ``chunk_size`` to every term but the adversarial one: the criterion runs that many
+            samples at a time, each chunk's input gradient taken as it goes (see
+            :mod:`perceptual_loss.chunks`), with the same total and parts.
 
     A term whose weight is 0 (or ``None``) is not built and costs nothing. Terms that look at the
     same backbone with the same weights and input policy share one pass of it per image.
@@ -118,6 +123,7 @@ class CombinedLoss(nn.Module):
         charbonnier_eps: float = 1e-3,
         dists: Mapping[str, Any] | None = None,
         mask_mode: MaskMode = "area",
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
@@ -161,6 +167,7 @@ class CombinedLoss(nn.Module):
             check_mask_mode(mask_mode, extractor)
             self.extractors[key] = extractor
         self.mask_mode = mask_mode
+        self.chunk_size = check_chunk_size(chunk_size)
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
         fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}
@@ -278,42 +285,23 @@ class CombinedLoss(nn.Module):
         mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
         parts: dict[str, Tensor] = {}
         total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
+        n = pred.shape[0]
+        if self.chunk_size is None or n <= self.chunk_size:
+            for name, values in self._term_values(pred, target, mask, None, n).items():
+                value = values.mean()
+                parts[name] = value.detach()
+                total = total + self._weight(name) * value
+        else:
+            chunks: list[dict[str, Tensor]] = []
 
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal total
-            parts[name] = value.detach()
-            total = total + weight * value
+            def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
+                values = self._term_values(p, t, mask, samples, n)
+                chunks.append({name: v.detach() for name, v in values.items()})
+                weighted = [self._weight(name) * v for name, v in values.items()]
+                return torch.stack(weighted).sum(0) if weighted else p.new_zeros(p.shape[0])
 
-        for name, pixel_weight in self.pixel_weights.items():
-            reference = self._cached_for(name, pred) if name in self._cached else target
-            assert reference is not None
-            if name == "charbonnier":
-                add(name, pixel_weight, charbonnier_distance(pred, reference, self.charbonnier_eps, mask).mean())
-            else:
-                add(name, pixel_weight, PIXEL_DISTANCES[name](pred, reference, mask).mean())
-        size = (pred.shape[-2], pred.shape[-1])
-        for key, members in self._views.items():
-            extractor = self._extractor(key)
-            prepared = {m: self._cached_for(m, pred) for m in members if m in self._cached}
-            uncached = [m for m in members if m not in prepared]
-            if uncached:  # one target pass for every term of this view, without autograd
-                assert target is not None
-                same = mask is not None and target.shape[-2:] == pred.shape[-2:]
-                prepared.update(self._prepare_targets(extractor, uncached, target, mask if same else None))
-            # The target first: its taps that no term kept are freed before pred's forward pass
-            # saves its activations.
-            pred_features = extractor(pred)
-            masks = (
-                None if mask is None else tap_masks(extractor, mask, pred_features, list(pred_features), self.mask_mode)
-            )
-            for member in members:
-                add(
-                    member,
-                    self.term_weights[member],
-                    self._comparison(member)(pred_features, prepared[member], size, masks).mean(),
-                )
-        if self.tv_weight:
-            add("tv", self.tv_weight, total_variation(pred, mask).mean())
+            total = total + chunked_values(chunk, pred, target, self.chunk_size).mean()
+            parts = {name: torch.cat([c[name] for c in chunks]).mean() for name in chunks[0]}
         if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
             adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
             adversarial_weight: Tensor | float = self.adversarial["weight"]
@@ -338,6 +326,49 @@ class CombinedLoss(nn.Module):
                 "CombinedLoss has an adversarial term but forward() got no fake_logits: the term is left out."
             )
         return LossOutput(total, parts)
+
+    def _weight(self, term: str) -> float:
+        if term in self.pixel_weights:
+            return self.pixel_weights[term]
+        return self.tv_weight if term == "tv" else self.term_weights[term]
+
+    def _term_values(
+        self, pred: Tensor, target: Tensor | None, mask: Tensor | None, samples: slice | None, n: int
+    ) -> dict[str, Tensor]:
+        """``{term: (len(pred),) unweighted values}`` of every term but the adversarial one.
+
+        ``samples``: which of the batch's ``n`` samples ``pred`` and ``target`` are (a chunk); the
+        mask and the cached targets with ``n`` samples are cut to them.
+        """
+        mask = _take(mask, samples, n)
+        values: dict[str, Tensor] = {}
+        for name in self.pixel_weights:
+            reference = _take(self._cached_for(name, pred), samples, n) if name in self._cached else target
+            assert reference is not None
+            if name == "charbonnier":
+                values[name] = charbonnier_distance(pred, reference, self.charbonnier_eps, mask)
+            else:
+                values[name] = PIXEL_DISTANCES[name](pred, reference, mask)
+        size = (pred.shape[-2], pred.shape[-1])
+        for key, members in self._views.items():
+            extractor = self._extractor(key)
+            prepared = {m: _take(self._cached_for(m, pred), samples, n) for m in members if m in self._cached}
+            uncached = [m for m in members if m not in prepared]
+            if uncached:  # one target pass for every term of this view, without autograd
+                assert target is not None
+                same = mask is not None and target.shape[-2:] == pred.shape[-2:]
+                prepared.update(self._prepare_targets(extractor, uncached, target, mask if same else None))
+            # The target first: its taps that no term kept are freed before pred's forward pass
+            # saves its activations.
+            pred_features = extractor(pred)
+            masks = (
+                None if mask is None else tap_masks(extractor, mask, pred_features, list(pred_features), self.mask_mode)
+            )
+            for member in members:
+                values[member] = self._comparison(member)(pred_features, prepared[member], size, masks)
+        if self.tv_weight:
+            values["tv"] = total_variation(pred, mask)
+        return values
 
     def _check(self, pred: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
         uncached = [t for t in self._target_terms if t not in self._cached]
@@ -386,7 +417,8 @@ def _term_configs(kind: str, config: Mapping[str, Any] | None) -> list[tuple[str
         return []
     if not isinstance(config, Mapping):
         raise TypeError(f"{kind} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
-    options = {"weight", "weights", "preset", *inspect.signature(_COMPARISONS[kind]).parameters}
+    parameters = inspect.signature(_COMPARISONS[kind]).parameters.values()
+    options = {"weight", "weights", "preset", *VIEW_OPTIONS, *(p.name for p in parameters if p.kind != p.VAR_KEYWORD)}
     named = bool(config) and all(isinstance(v, Mapping) for v in config.values()) and not set(config) & options
     terms = [(f"{kind}/{name}", sub) for name, sub in config.items()] if named else [(kind, config)]
     built = []
@@ -417,6 +449,15 @@ def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
             f"Bad option for the {kind} term: {error}. Valid keys: weight, weights and the arguments of "
             f"{_COMPARISONS[kind].__name__}."
         ) from None
+
+
+def _take(value: Any, samples: slice | None, n: int) -> Any:
+    """``value`` (a tensor, a dict of them, or ``None``) cut to ``samples`` where it has ``n`` samples."""
+    if samples is None or value is None:
+        return value
+    if isinstance(value, Tensor):
+        return value[samples] if value.shape[0] == n else value
+    return {key: _take(v, samples, n) for key, v in value.items()}
 
 
 def _hashable(weights: WeightsArg) -> Any:

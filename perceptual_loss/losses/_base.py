@@ -10,18 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from ..backbones import Backbone, FeatureExtractor, Features, Normalize, Resize, default_normalization
+from ..backbones import Backbone, FeatureExtractor, Features, default_normalization
 from ..backbones.classic import Pooling
 from ..backbones.extractor import INSIDE_UNSUPPORTED, ResizePolicy, check_resize
 from ..backbones.registry import backbone_name, input_statistics
+from ..chunks import check_chunk_size, chunked_values
 from ..distances import DISTANCES, Distance, masks_at
-from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range
+from ..validation import check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
+from .options import READ_OPTIONS, VIEW_OPTIONS, ReadOptions, ViewOptions, check_options
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")
@@ -130,9 +133,9 @@ class View:
 class Comparison(nn.Module):
     """How a perceptual term compares: features of pred vs a prepared target -> one value per sample.
 
-    It names what it needs to look at (a :class:`View`: ``backbone``, the input normalisation
-    ``mean``/``std`` applied to ``[0, 1]`` images (none with ``normalize=False``), ``resize``,
-    ``pooling`` and ``pool_stride``) and its ``taps``, but holds no backbone. Subclasses
+    It names what it needs to look at (a :class:`View`: ``backbone`` and the
+    :class:`~perceptual_loss.losses.options.ViewOptions`: input statistics, ``resize``,
+    ``pooling``, ``pool_stride``) and its ``taps``, but holds no backbone. Subclasses
     implement :meth:`prepare_target` (what is kept of the target, e.g. Gram matrices; cacheable)
     and :meth:`forward`.
     """
@@ -146,16 +149,18 @@ class Comparison(nn.Module):
         self,
         backbone: Backbone,
         taps: Sequence[str],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        default_statistics: tuple[Sequence[float], Sequence[float]] | None = None,
+        **view: Unpack[ViewOptions],
     ) -> None:
         super().__init__()
+        check_options(view, type(self).__name__, VIEW_OPTIONS)
         self.taps = tuple(taps)
-        self.view = View(backbone, *input_statistics(mean, std, normalize), check_resize(resize), pooling, pool_stride)
+        mean, std = input_statistics(
+            view.get("mean"), view.get("std"), view.get("normalize", True), default=default_statistics
+        )
+        self.view = View(
+            backbone, mean, std, check_resize(view.get("resize")), view.get("pooling", "max"), view.get("pool_stride")
+        )
 
     @property
     def backbone(self) -> str:
@@ -189,35 +194,35 @@ class LayerComparison(Comparison):
         layers: tap names (weight 1 each) or ``{name: weight}``.
         backbone: the backbone the taps belong to (a torchvision model name or a module).
         distance: one of :attr:`distances`.
-        mean, std, resize, normalize, pooling, pool_stride: what the backbone sees and how it
-            pools (see :class:`~perceptual_loss.FeatureExtractor`).
+        **view: what the backbone sees (:class:`~perceptual_loss.losses.options.ViewOptions`).
     """
 
     distances: tuple[str, ...] = DISTANCES
 
-    def __init__(
-        self,
-        layers: Layers,
-        backbone: Backbone,
-        distance: Distance,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
-    ) -> None:
+    def __init__(self, layers: Layers, backbone: Backbone, distance: Distance, **view: Unpack[ViewOptions]) -> None:
         if distance not in self.distances:
             raise ValueError(
                 f"Unknown distance {distance!r} for {type(self).__name__}; choose one of {self.distances}."
             )
         layer_weights = parse_layers(layers)
-        super().__init__(backbone, list(layer_weights), mean, std, resize, normalize, pooling, pool_stride)
+        super().__init__(backbone, list(layer_weights), **view)
         self.layer_weights = layer_weights
         self.distance = distance
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone!r}, layers={self.layer_weights}, distance={self.distance!r}"
+
+
+READ_DEFAULTS: dict[str, Any] = {
+    "reduction": "mean",
+    "weights": "imagenet",
+    "input_range": (0.0, 1.0),
+    "grayscale": None,
+    "check_inputs": True,
+    "mask_mode": "area",
+    "chunk_size": None,
+}
+"""The defaults of :class:`~perceptual_loss.losses.options.ReadOptions`."""
 
 
 class FeatureLoss(nn.Module):
@@ -227,27 +232,24 @@ class FeatureLoss(nn.Module):
     and on ``target`` (without, unless ``target`` requires grad), compares, and reduces.
     """
 
-    def __init__(
-        self,
-        comparison: Comparison,
-        *,
-        weights: WeightsArg,
-        input_range: tuple[float, float],
-        reduction: Reduction,
-        check_inputs: bool,
-        grayscale: Grayscale,
-        mask_mode: MaskMode = "area",
-    ) -> None:
+    def __init__(self, comparison: Comparison, **options: Unpack[ReadOptions]) -> None:
         super().__init__()
-        self.reduction = check_reduction(reduction)
-        if grayscale not in (None, "repeat"):
-            raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
-        self.grayscale = grayscale
-        self.check_inputs = check_inputs
+        check_options(options, type(self).__name__, READ_OPTIONS)
+        read: dict[str, Any] = {**READ_DEFAULTS, **options}
+        self.reduction = check_reduction(read["reduction"])
+        if read["grayscale"] not in (None, "repeat"):
+            raise ValueError(f"grayscale must be None or 'repeat'; got {read['grayscale']!r}.")
+        self.grayscale = read["grayscale"]
+        self.check_inputs = read["check_inputs"]
         self.comparison = comparison
-        self.extractor = comparison.view.extractor(comparison.taps, weights, input_range)
+        self.extractor = comparison.view.extractor(comparison.taps, read["weights"], read["input_range"])
         comparison.check_features(self.extractor.tap_dims)
-        self.mask_mode = check_mask_mode(mask_mode, self.extractor)
+        self.mask_mode = check_mask_mode(read["mask_mode"], self.extractor)
+        self.chunk_size = check_chunk_size(read["chunk_size"])
+        if self.chunk_size is not None and getattr(comparison, "spatial", False):
+            raise ValueError(
+                "chunk_size= gives one value per sample; spatial maps cannot be chunked: drop one of them."
+            )
         self._warned, self._warned_mask = [False], [False]
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
 
@@ -294,14 +296,27 @@ class FeatureLoss(nn.Module):
         """
         pred, target = self.check(pred, target)
         mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
+        if self.chunk_size is None or pred.shape[0] <= self.chunk_size:
+            values = self.values(pred, target, mask)
+        else:
+            n = pred.shape[0]
+
+            def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
+                assert t is not None
+                return self.values(p, t, mask[samples] if mask is not None and len(mask) == n else mask)
+
+            values = chunked_values(chunk, pred, target, self.chunk_size)
+        return reduce(values, self.reduction)
+
+    def values(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The comparison's unreduced values of a checked pair (``mask`` checked too)."""
         target_mask = mask if mask is not None and target.shape[-2:] == pred.shape[-2:] else None
         # The target first: whatever of its features the comparison does not keep (all of them
         # for Gram matrices) is freed before pred's forward pass saves its activations.
         prepared = self.target_features(target, target_mask)
         features = self.extractor(pred)
         masks = None if mask is None else self.tap_masks(mask, features)
-        values = self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
-        return reduce(values, self.reduction)
+        return self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
 
     @torch.inference_mode()
     def score_joint(self, pred: Tensor, target: Tensor) -> Tensor:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, Normalize, Pooling, ShortSide
-from ..backbones.registry import input_statistics
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT, Features, Pooling, ShortSide
 from ..distances import dists_distance
 from ..frozen import FrozenModule
-from ..validation import Grayscale
 from ..weights import DISTS_CHANNELS, WeightsArg, load_dists_weights
-from ._base import Comparison, FeatureLoss, MaskMode, Reduction
+from ._base import Comparison, FeatureLoss
+from .options import STATISTICS_OPTIONS, ReadOptions, StatisticsOptions, check_options, split_options
 
 DISTS_BACKBONE = "vgg16"
 DISTS_POOLING: Pooling = "l2"
 DISTS_TAPS = (INPUT, "relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 """DISTS' six stages: the image in [0, 1] itself, then VGG16 with L2-pools instead of max-pools."""
+
+
+class DISTSOptions(StatisticsOptions, ReadOptions, total=False):
+    """The shared options DISTS takes: all but ``resize`` (its own: a short side), ``pooling`` and
+    ``pool_stride`` (its L2-pools)."""
 
 
 class DISTSWeights(FrozenModule):
@@ -47,20 +50,18 @@ class DISTSComparison(Comparison):
         dists_weights: path to an alpha/beta file; ``None`` for the one ``dists-pytorch`` ships.
         resize: ``None`` (default, as ``DISTS_pytorch.DISTS``) | a short-side size such as 256
             (the reference script's preprocessing; see :class:`DISTSLoss`).
-        mean, std, normalize: the trunk's input normalisation; default ImageNet's, DISTS' own.
+        **view: ``mean``, ``std``, ``normalize``: the trunk's input normalisation; default
+            ImageNet's, DISTS' own. DISTS' pools are its L2-pools, and its resize is a short side.
     """
 
     def __init__(
-        self,
-        dists_weights: WeightsArg = None,
-        resize: int | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        normalize: Normalize = True,
+        self, dists_weights: WeightsArg = None, resize: int | None = None, **view: Unpack[StatisticsOptions]
     ) -> None:
-        mean, std = input_statistics(mean, std, normalize, default=(IMAGENET_MEAN, IMAGENET_STD))
+        check_options(view, "DISTSComparison", STATISTICS_OPTIONS)
         resized = None if resize is None else ShortSide(resize)
-        super().__init__(DISTS_BACKBONE, DISTS_TAPS, mean, std, resized, pooling=DISTS_POOLING)
+        super().__init__(
+            DISTS_BACKBONE, DISTS_TAPS, (IMAGENET_MEAN, IMAGENET_STD), resize=resized, pooling=DISTS_POOLING, **view
+        )
         self.weights = DISTSWeights(*load_dists_weights(dists_weights))
 
     def forward(
@@ -89,16 +90,14 @@ class DISTSLoss(FeatureLoss):
     reference's own script does (shrink the short side to 256 if longer, antialiased).
 
     Args:
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
-        weights: the VGG16 trunk's weights: ``"imagenet"`` (torchvision's ``vgg16-397923af.pth``,
-            what DISTS was trained on) | path | ``None`` (random, tests only).
         dists_weights: path to an alpha/beta file; ``None`` for the shipped one.
         resize: ``None`` | a short-side size, e.g. 256.
-        input_range, grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
-        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
-        mean, std, normalize: the trunk's input normalisation; default ImageNet's (DISTS' own;
-            ``piq.DISTS(mean=..., std=...)`` sets it too). Another one is no longer DISTS as
-            trained: for experiments and parity only.
+        **options: the options every loss shares (:mod:`perceptual_loss.losses.options`) but
+            ``pooling`` and ``pool_stride`` (DISTS' pools are its L2-pools). ``weights`` is the
+            VGG16 trunk's: ``"imagenet"`` is torchvision's ``vgg16-397923af.pth``, what DISTS was
+            trained on. ``mean``, ``std``, ``normalize`` default to ImageNet's (DISTS' own;
+            ``piq.DISTS(mean=..., std=...)`` sets them too); others are no longer DISTS as
+            trained (experiments and parity only).
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``.
@@ -112,21 +111,7 @@ class DISTSLoss(FeatureLoss):
     """
 
     def __init__(
-        self,
-        reduction: Reduction = "mean",
-        weights: WeightsArg = "imagenet",
-        dists_weights: WeightsArg = None,
-        resize: int | None = None,
-        input_range: tuple[float, float] = (0.0, 1.0),
-        grayscale: Grayscale = None,
-        check_inputs: bool = True,
-        mask_mode: MaskMode = "area",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        normalize: Normalize = True,
+        self, dists_weights: WeightsArg = None, resize: int | None = None, **options: Unpack[DISTSOptions]
     ) -> None:
-        super().__init__(
-            DISTSComparison(dists_weights, resize, mean, std, normalize),
-            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
-            mask_mode=mask_mode,
-        )  # fmt: skip
+        view, read = split_options(options, "DISTSLoss", refused=("resize", "pooling", "pool_stride"))
+        super().__init__(DISTSComparison(dists_weights, resize, **view), **read)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features, Normalize, Pooling
-from ..backbones.registry import input_statistics
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD, Features
 from ..distances import lpips_distance, normalize_channels
 from ..frozen import FrozenModule
-from ..validation import Grayscale
 from ..weights import LPIPS_NETS, LPIPS_VERSIONS, WeightsArg, load_lpips_heads
-from ._base import Comparison, FeatureLoss, MaskMode, Reduction
+from ._base import Comparison, FeatureLoss
+from .options import LossOptions, ViewOptions, split_options
 
 LPIPS_NETWORKS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5"), (64, 192, 384, 256, 256)),
@@ -63,11 +62,7 @@ class LPIPSComparison(Comparison):
         version: Literal["0.1", "0.0"] = "0.1",
         spatial: bool | Literal["bilinear"] = False,
         head_weights: WeightsArg = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **view: Unpack[ViewOptions],
     ) -> None:
         if spatial not in (False, True, "bilinear"):
             raise ValueError(
@@ -78,8 +73,7 @@ class LPIPSComparison(Comparison):
         if version not in LPIPS_VERSIONS:
             raise ValueError(f"Unknown LPIPS version {version!r}; choose one of {LPIPS_VERSIONS}.")
         backbone, taps, channels = LPIPS_NETWORKS[net]
-        mean, std = input_statistics(mean, std, normalize, default=lpips_normalization(version))
-        super().__init__(backbone, taps, mean, std, pooling=pooling, pool_stride=pool_stride)
+        super().__init__(backbone, taps, lpips_normalization(version), **view)
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
@@ -121,18 +115,14 @@ class LPIPSLoss(FeatureLoss):
             ``True`` spreads each layer's value over the pixels it stands for, so the map's mean
             is the scalar LPIPS exactly, for any ``H, W``; ``"bilinear"`` gives the ``lpips``
             package's map (bilinear upsampling, whose mean is not the scalar LPIPS).
-        reduction: ``"mean"`` | ``"sum"`` over all values, or ``"none"``.
-        weights: trunk weights: ``"imagenet"`` (default) | path | ``None`` (random, tests only).
         head_weights: path to a linear-head file in ``lpips``' format; ``None`` for the shipped one.
-        input_range: value range of the images; ``(0, 1)`` default. (``lpips.LPIPS`` expects
-            ``(-1, 1)``: pass ``input_range=(-1, 1)`` to feed the same tensors.)
-        grayscale, check_inputs: as for :class:`~perceptual_loss.PerceptualLoss`.
-        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
-        mean, std, normalize: the trunk's input normalisation; default LPIPS' own (ImageNet's
-            for v0.1, ``[-1, 1]`` input for v0.0). ``piq.LPIPS(mean=..., std=...)`` sets it too.
-            Another one is no longer LPIPS as calibrated: for experiments and parity only.
-        pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss`;
-            ``pooling="avg"`` is ``piq.LPIPS(replace_pooling=True)`` (with ``net="vgg"``).
+        **options: the options every loss shares (:mod:`perceptual_loss.losses.options`).
+            ``input_range`` is ``(0, 1)`` by default: ``lpips.LPIPS`` expects ``(-1, 1)``, so pass
+            ``input_range=(-1, 1)`` to feed the same tensors. ``mean``, ``std``, ``normalize``
+            default to LPIPS' own (ImageNet's for v0.1, ``[-1, 1]`` input for v0.0;
+            ``piq.LPIPS(mean=..., std=...)`` sets them too); others are no longer LPIPS as
+            calibrated (experiments and parity only). ``pooling="avg"`` is
+            ``piq.LPIPS(replace_pooling=True)`` (with ``net="vgg"``).
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``.
@@ -150,21 +140,8 @@ class LPIPSLoss(FeatureLoss):
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         version: Literal["0.1", "0.0"] = "0.1",
         spatial: bool | Literal["bilinear"] = False,
-        reduction: Reduction = "mean",
-        weights: WeightsArg = "imagenet",
         head_weights: WeightsArg = None,
-        input_range: tuple[float, float] = (0.0, 1.0),
-        grayscale: Grayscale = None,
-        check_inputs: bool = True,
-        mask_mode: MaskMode = "area",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            LPIPSComparison(net, version, spatial, head_weights, mean, std, normalize, pooling, pool_stride),
-            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
-            mask_mode=mask_mode,
-        )  # fmt: skip
+        view, read = split_options(options, "LPIPSLoss")
+        super().__init__(LPIPSComparison(net, version, spatial, head_weights, **view), **read)

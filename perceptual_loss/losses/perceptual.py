@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..backbones import Backbone, Features, Normalize, Pooling, Resize
+from ..backbones import Backbone, Features
 from ..distances import Distance, feature_distance, feature_distance_map
-from ..validation import Grayscale
-from ..weights import WeightsArg
-from ._base import FeatureLoss, LayerComparison, Layers, MaskMode, Reduction
+from ._base import FeatureLoss, LayerComparison, Layers
+from .options import LossOptions, ViewOptions, split_options
 
 PRESETS: dict[str, dict[str, Any]] = {
     "esrgan": {"layers": {"conv5_4": 1.0}, "backbone": "vgg19", "distance": "l1"},
@@ -43,15 +42,10 @@ class PerceptualComparison(LayerComparison):
         layers: Layers = ("relu2_2",),
         backbone: Backbone = "vgg16",
         distance: Distance = "l1",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
         spatial: bool = False,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **view: Unpack[ViewOptions],
     ) -> None:
-        super().__init__(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride)
+        super().__init__(layers, backbone, distance, **view)
         if spatial and distance == "fro":
             raise ValueError(
                 "spatial=True needs a distance that is a mean over positions (l1, l2, normalized_l2); 'fro' is "
@@ -90,29 +84,13 @@ class PerceptualLoss(FeatureLoss):
             channels, mean over positions: LPIPS without heads, MONAI's perceptual loss) |
             ``"fro"`` (Frobenius norm of the difference per sample: BasicSR's ``criterion: fro``,
             which takes the norm over the whole batch; equal for batches of one).
-        reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"``.
-        weights: ``"imagenet"`` (default, torchvision's weights through the torch hub cache) |
-            a weights enum name such as ``"IMAGENET1K_V2"`` | path to a local file | ``None``
-            (random, for tests only).
-        input_range: value range of the images, ``(0, 1)`` or ``(-1, 1)``; normalised inside.
-        grayscale: ``"repeat"`` accepts 1-channel images by repeating them to RGB.
-        check_inputs: check the target's value range (one host sync per call); set ``False`` in
-            a tuned training loop. Shape, dtype and device checks always run (they are free).
-        mean, std: the network's input normalisation on ``[0, 1]`` images; default the weights'.
-        normalize: ``False``: no input normalisation at all, the network sees ``[0, 1]`` images
-            (BasicSR's ``use_input_norm=False``); not together with ``mean``/``std``.
-        pooling: what the classic trunks' max-pools become: ``"max"`` (default) | ``"avg"``
-            (piq's ``replace_pooling=True``) | ``"l2"`` (DISTS' L2-pool; VGGs) | ``"none"``
-            (BasicSR's ``remove_pooling=True``).
-        pool_stride: the pools' stride (BasicSR's ``pooling_stride``); ``None``: the network's.
-        resize: ``None`` (default) | ``224`` | ``(H, W)``: resize both images (bilinear,
-            antialiased) before the backbone, as MaskBit and TiTok do.
-        mask_mode: how a ``mask=`` reaches each tap: ``"area"`` (default: area-averaged; positions
-            near the edge also see a margin of pixels outside) | ``"inside"`` (only positions
-            whose whole receptive field is in the mask; the classic backbones without resize).
         spatial: return a ``(N, 1, H, W)`` map of where the loss comes from (each tap's
             per-position distance spread over the pixels it stands for); its mean over the
             image is the scalar loss exactly, for any ``H, W``.
+        **options: the options every loss shares (:mod:`perceptual_loss.losses.options`):
+            ``reduction``, ``weights``, ``input_range``, ``grayscale``, ``check_inputs``,
+            ``mask_mode``; what the backbone sees: ``mean``, ``std``, ``normalize``, ``resize``
+            (e.g. ``224`` as MaskBit and TiTok do), ``pooling``, ``pool_stride``.
 
     Shape:
         - pred, target: ``(N, 3, H, W)`` in ``input_range``, ``H, W >= loss.min_size``
@@ -139,25 +117,11 @@ class PerceptualLoss(FeatureLoss):
         layers: Layers = ("relu2_2",),
         backbone: Backbone = "vgg16",
         distance: Distance = "l1",
-        reduction: Reduction = "mean",
-        weights: WeightsArg = "imagenet",
-        input_range: tuple[float, float] = (0.0, 1.0),
-        grayscale: Grayscale = None,
-        check_inputs: bool = True,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
         spatial: bool = False,
-        mask_mode: MaskMode = "area",
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            PerceptualComparison(layers, backbone, distance, mean, std, resize, spatial, normalize, pooling, pool_stride),
-            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
-            mask_mode=mask_mode,
-        )  # fmt: skip
+        view, read = split_options(options, "PerceptualLoss")
+        super().__init__(PerceptualComparison(layers, backbone, distance, spatial, **view), **read)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PerceptualLoss:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..backbones import Backbone, Features, Normalize, Pooling, Resize
+from ..backbones import Backbone, Features
 from ..distances import GRAM_DISTANCES, Distance, gram_matrices, style_distance
-from ..validation import Grayscale
-from ..weights import WeightsArg
-from ._base import FeatureLoss, LayerComparison, Layers, MaskMode, Reduction
+from ._base import FeatureLoss, LayerComparison, Layers
+from .options import LossOptions, ViewOptions, split_options
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 """Johnson et al.'s style layers on VGG16, the default."""
@@ -30,14 +30,9 @@ class StyleComparison(LayerComparison):
         layers: Layers = JOHNSON_STYLE_LAYERS,
         backbone: Backbone = "vgg16",
         distance: Distance = "l2",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **view: Unpack[ViewOptions],
     ) -> None:
-        super().__init__(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride)
+        super().__init__(layers, backbone, distance, **view)
 
     def check_features(self, dims: Mapping[str, int]) -> None:
         flat = {tap: dims[tap] for tap in self.taps if dims[tap] != 4}
@@ -68,13 +63,11 @@ class StyleLoss(FeatureLoss):
     Args:
         layers: tap names (weight 1 each) or ``{name: weight}``; default Johnson et al.'s
             ``relu1_2, relu2_2, relu3_3, relu4_3``.
-        backbone, weights, input_range, grayscale, check_inputs, mean, std, resize: as for
-            :class:`~perceptual_loss.PerceptualLoss` (taps must give ``(N, C, H, W)`` maps).
-        normalize, pooling, pool_stride: as for :class:`~perceptual_loss.PerceptualLoss`;
-            ``pooling="avg"`` is Gatys et al.'s choice for style.
-        mask_mode: ``"area"`` | ``"inside"``, as for :class:`~perceptual_loss.PerceptualLoss`.
+        backbone: as for :class:`~perceptual_loss.PerceptualLoss` (taps must give
+            ``(N, C, H, W)`` maps; token taps are patch maps).
         distance: ``"l2"`` (mean squared, default) | ``"l1"`` between Gram matrices.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        **options: the options every loss shares (:mod:`perceptual_loss.losses.options`);
+            ``pooling="avg"`` is Gatys et al.'s choice for style.
 
     Shape:
         - pred: ``(N, 3, H, W)``; target: ``(N or 1, 3, H', W')``: Gram matrices do not need equal
@@ -93,21 +86,7 @@ class StyleLoss(FeatureLoss):
         layers: Layers = JOHNSON_STYLE_LAYERS,
         backbone: Backbone = "vgg16",
         distance: Distance = "l2",
-        reduction: Reduction = "mean",
-        weights: WeightsArg = "imagenet",
-        input_range: tuple[float, float] = (0.0, 1.0),
-        grayscale: Grayscale = None,
-        check_inputs: bool = True,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        resize: Resize = None,
-        mask_mode: MaskMode = "area",
-        normalize: Normalize = True,
-        pooling: Pooling = "max",
-        pool_stride: int | None = None,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            StyleComparison(layers, backbone, distance, mean, std, resize, normalize, pooling, pool_stride),
-            weights=weights, input_range=input_range, reduction=reduction, check_inputs=check_inputs, grayscale=grayscale,
-            mask_mode=mask_mode,
-        )  # fmt: skip
+        view, read = split_options(options, "StyleLoss")
+        super().__init__(StyleComparison(layers, backbone, distance, **view), **read)

@@ -1,0 +1,106 @@
+"""Peak memory and time of a loss step with and without ``chunk_size`` (issue 25), each in a fresh process.
+
+What is measured: one process per case builds the loss (random weights) and a pred/target pair,
+notes its resident memory (the baseline: torch, the trunk, the inputs), then runs ``--steps``
+forward+backward steps ``loss(pred, target).backward()``. Reported: the peak resident memory of
+the process (``ru_maxrss``), the same above the baseline (what the step itself needs), and the
+median step time after the first. Cases run one after another, each alone on the machine.
+
+Default case (issue 25): LPIPS-vgg on 32 x 3 x 256 x 256, unchunked and ``chunk_size=4``.
+
+Run (a few minutes on 2 CPU cores)::
+
+    python bench/bench_memory.py
+    python bench/bench_memory.py --loss perceptual --batch 16 --size 128 --chunks 0,2,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+LOSSES = ("lpips-vgg", "lpips-alex", "perceptual", "dists")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(loss_name: str, batch: int, size: int, chunk: int, steps: int) -> dict[str, float]:
+    import torch
+
+    from perceptual_loss import DISTSLoss, LPIPSLoss, PerceptualLoss
+
+    options = {"weights": None, "check_inputs": False, "chunk_size": chunk or None}
+    if loss_name.startswith("lpips"):
+        loss = LPIPSLoss(net=loss_name.split("-")[1], **options)
+    elif loss_name == "dists":
+        loss = DISTSLoss(**options)
+    else:
+        loss = PerceptualLoss(["relu1_2", "relu2_2", "relu3_3", "relu4_3"], **options)
+    generator = torch.Generator().manual_seed(0)
+    pred = torch.rand(batch, 3, size, size, generator=generator).requires_grad_()
+    target = torch.rand(batch, 3, size, size, generator=generator)
+    baseline = _rss_mb()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss(pred, target).backward()
+        times.append(time.perf_counter() - start)
+        pred.grad = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timed = times[1:] or times
+    return {"baseline_mb": baseline, "peak_mb": peak, "ms": 1000 * statistics.median(timed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loss", default="lpips-vgg", choices=LOSSES)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--chunks", default="0,4", help="comma list of chunk sizes; 0 = unchunked")
+    parser.add_argument("--steps", type=int, default=3, help="steps per case; the first is not timed")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.loss, args.batch, args.size, args.chunk, args.steps)))
+        return
+    import torch
+
+    rows = [
+        f"torch {torch.__version__}, {os.cpu_count()} CPU cores, threads {torch.get_num_threads()}, {args.loss}, "
+        f"batch {args.batch}x3x{args.size}x{args.size}, {args.steps} fwd+bwd steps per fresh process "
+        "(median time of all but the first), random weights",
+        "",
+        "| chunk_size | peak RSS MB | above baseline MB | ms per step | vs unchunked |",
+        "|---|---:|---:|---:|---|",
+    ]
+    first: dict[str, float] | None = None
+    for chunk in (int(c) for c in args.chunks.split(",")):
+        command = [sys.executable, __file__, "--child", "--loss", args.loss, "--batch", str(args.batch)]
+        command += ["--size", str(args.size), "--chunk", str(chunk), "--steps", str(args.steps)]
+        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        above = result["peak_mb"] - result["baseline_mb"]
+        ratio = ""
+        if first is None:
+            first = {**result, "above": above}
+        else:
+            ratio = (
+                f"{result['peak_mb'] / first['peak_mb']:.2f}x peak, {above / first['above']:.2f}x above baseline, "
+                f"{result['ms'] / first['ms']:.2f}x time"
+            )
+        label = chunk or "None"
+        rows.append(f"| {label} | {result['peak_mb']:.0f} | {above:.0f} | {result['ms']:.0f} | {ratio} |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
