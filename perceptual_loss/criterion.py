@@ -286,7 +286,7 @@ class CombinedLoss(nn.Module):
         parts: dict[str, Tensor] = {}
         total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
         n = pred.shape[0]
-        if self.chunk_size is None or n <= self.chunk_size:
+        if self.chunk_size is None or n <= self.chunk_size or not (self._target_terms or self.tv_weight):
             for name, values in self._term_values(pred, target, mask, None, n).items():
                 value = values.mean()
                 parts[name] = value.detach()
@@ -297,8 +297,7 @@ class CombinedLoss(nn.Module):
             def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
                 values = self._term_values(p, t, mask, samples, n)
                 chunks.append({name: v.detach() for name, v in values.items()})
-                weighted = [self._weight(name) * v for name, v in values.items()]
-                return torch.stack(weighted).sum(0) if weighted else p.new_zeros(p.shape[0])
+                return torch.stack([self._weight(name) * v for name, v in values.items()]).sum(0)
 
             total = total + chunked_values(chunk, pred, target, self.chunk_size).mean()
             parts = {name: torch.cat([c[name] for c in chunks]).mean() for name in chunks[0]}
