@@ -22,7 +22,7 @@ What it costs:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -38,13 +38,13 @@ ChunkFunction = Callable[[slice, Tensor, Tensor | None], Tensor]
 """``(samples, pred[samples], target[samples] or the shared target) -> (n,)`` values."""
 
 
-def check_chunk_size(chunk_size: Any) -> int | None:
-    """``chunk_size`` if it is ``None`` or a positive int; otherwise an error naming the option."""
-    if chunk_size is None:
+def check_positive(option: str, value: Any, unit: str) -> int | None:
+    """``value`` if it is ``None`` or a positive int; otherwise an error naming ``option``."""
+    if value is None:
         return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (samples per chunk) or None; got {chunk_size!r}.")
-    return chunk_size
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{option} must be a positive int ({unit}) or None; got {value!r}.")
+    return value
 
 
 class _HandBack(torch.autograd.Function):
@@ -76,16 +76,24 @@ class _HandBack(torch.autograd.Function):
         return None, scaled(pred_grad), scaled(target_grad), None, None
 
 
-def chunked_values(compute: ChunkFunction, pred: Tensor, target: Tensor | None, chunk_size: int) -> Tensor:
-    """``(N,)`` per-sample values of ``compute`` over chunks of ``chunk_size`` samples.
+Index = tuple[slice, ...]
+"""Where a piece lies in ``pred``: ``(samples,)`` for a chunk, ``(samples, channels, rows, cols)`` for a tile."""
+PieceFunction = Callable[[Tensor, Tensor | None], Tensor]
+"""``(pred[index], target[index] or the shared target) -> (n,)`` values of the piece's samples."""
 
-    ``target`` is sliced like ``pred`` when it has ``N`` samples, and passed whole otherwise (one
-    style image for every prediction). With autograd on and ``pred`` (or an ``N``-sample
-    ``target``) requiring grad, each chunk's input gradients are taken as it runs and handed back
-    in ``backward()`` (see the module doc).
+
+def piecewise_values(pieces: Iterable[tuple[Index, PieceFunction]], pred: Tensor, target: Tensor | None) -> Tensor:
+    """``(N,)`` per-sample values: the sum of every piece's values over its samples.
+
+    Each piece is ``(index, compute)``: ``compute`` gets ``pred[index]`` and ``target[index]``
+    (the whole ``target`` when it has another batch size: one style image for every prediction)
+    as leaves, and returns the piece's share of each of its samples' values. With autograd on
+    and ``pred`` (or an ``N``-sample ``target``) requiring grad, each piece's input gradients are
+    taken as it runs, added up where pieces overlap (tiles with a halo), and handed back in
+    ``backward()`` (see the module doc).
 
     Raises:
-        ValueError: ``compute`` returned something else than one value per sample, or a shared
+        ValueError: a piece returned something else than one value per sample, or a shared
             target requires grad (its gradient would mix the samples).
     """
     n = pred.shape[0]
@@ -100,29 +108,40 @@ def chunked_values(compute: ChunkFunction, pred: Tensor, target: Tensor | None, 
         )
     pred_grad = torch.zeros_like(pred) if need_pred else None
     target_grad = torch.zeros_like(target) if need_target and target is not None else None
-    values = []
-    for start in range(0, n, chunk_size):
-        samples = slice(start, min(start + chunk_size, n))
-        p = pred[samples].detach().requires_grad_(need_pred)
-        t = None if target is None else (target[samples] if sliced_target else target).detach()
+    total: Tensor | None = None
+    for index, compute in pieces:
+        p = pred[index].detach().requires_grad_(need_pred)
+        t = None if target is None else (target[index] if sliced_target else target).detach()
         if t is not None and need_target:
             t.requires_grad_()
         with torch.set_grad_enabled(need_pred or need_target):
-            value = compute(samples, p, t)
+            value = compute(p, t)
         if value.dim() != 1 or value.shape[0] != p.shape[0]:
             raise ValueError(
-                f"chunk_size= needs one value per sample; this loss gives {tuple(value.shape)} for {p.shape[0]} "
-                "samples (a spatial map?). Use chunk_size=None for maps."
+                f"chunk_size= and tile= need one value per sample; this loss gives {tuple(value.shape)} for "
+                f"{p.shape[0]} samples (a spatial map?). Use chunk_size=None and tile=None for maps."
             )
         if need_pred or need_target:
             inputs = [x for x, need in ((p, need_pred), (t, need_target)) if need and x is not None]
             grads = torch.autograd.grad(value.sum(), inputs)
             if pred_grad is not None:
-                pred_grad[samples] = grads[0]
+                pred_grad[index] += grads[0]
             if target_grad is not None:
-                target_grad[samples] = grads[-1]
-        values.append(value.detach())
-    joined = torch.cat(values)
+                target_grad[index] += grads[-1]
+        if total is None:
+            total = value.new_zeros(n)
+        total[index[0]] += value.detach()
+    assert total is not None, "no pieces"
     if not (need_pred or need_target):
-        return joined
-    return _HandBack.apply(joined, pred, target, pred_grad, target_grad)
+        return total
+    return _HandBack.apply(total, pred, target, pred_grad, target_grad)
+
+
+def chunked_values(compute: ChunkFunction, pred: Tensor, target: Tensor | None, chunk_size: int) -> Tensor:
+    """``(N,)`` per-sample values of ``compute`` over chunks of ``chunk_size`` samples
+    (:func:`piecewise_values` with disjoint pieces of the batch)."""
+    pieces = []
+    for start in range(0, pred.shape[0], chunk_size):
+        samples = slice(start, min(start + chunk_size, pred.shape[0]))
+        pieces.append(((samples,), lambda p, t, samples=samples: compute(samples, p, t)))
+    return piecewise_values(pieces, pred, target)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
-from .chunks import check_chunk_size, chunked_values
+from .chunks import check_positive, chunked_values
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
 from .losses._base import MaskMode, View, check_mask_mode, tap_masks
 from .losses.options import VIEW_OPTIONS
@@ -167,7 +167,7 @@ class CombinedLoss(nn.Module):
             check_mask_mode(mask_mode, extractor)
             self.extractors[key] = extractor
         self.mask_mode = mask_mode
-        self.chunk_size = check_chunk_size(chunk_size)
+        self.chunk_size = check_positive("chunk_size", chunk_size, "samples per chunk")
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
         fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}

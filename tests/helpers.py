@@ -85,3 +85,14 @@ def assert_unchanged(before: dict[str, object], after: dict[str, object]) -> Non
             assert all(torch.equal(before[key][k], after[key][k]) for k in before[key])  # type: ignore[index]
         else:
             assert before[key] == after[key], key
+
+
+def value_and_grads(loss: nn.Module, pred: Tensor, target: Tensor, **kwargs: object) -> tuple[Tensor, ...]:
+    """``(value, pred's gradient, target's gradient)`` of a loss on copies of the inputs (target
+    with grad only if it requires it), the value weighted per element so every sample counts."""
+    pred = pred.detach().requires_grad_()
+    target = target.detach().requires_grad_(target.requires_grad)
+    value = loss(pred, target, **kwargs)
+    weights = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).reshape(value.shape)
+    (value * weights).sum().backward()
+    return value.detach(), pred.grad, target.grad  # type: ignore[return-value]

@@ -10,6 +10,8 @@ from torch import nn
 
 from perceptual_loss import CombinedLoss, DISTSLoss, LPIPSLoss, PerceptualLoss, StyleLoss
 
+from .helpers import value_and_grads
+
 LOSSES: dict[str, Callable[[], nn.Module]] = {
     "perceptual": lambda: PerceptualLoss(["relu1_2", "relu3_3"], weights=None),
     "perceptual-resnet": lambda: PerceptualLoss(["layer1", "logits"], backbone="resnet18", weights=None),
@@ -23,12 +25,7 @@ MASKABLE = ("perceptual", "style", "lpips-vgg", "dists")
 
 def _value_and_grads(loss: nn.Module, pred: torch.Tensor, target: torch.Tensor, chunk: int | None, **kwargs):
     loss.chunk_size = chunk
-    pred = pred.detach().requires_grad_()
-    target = target.detach().requires_grad_(target.requires_grad)
-    value = loss(pred, target, **kwargs)
-    weights = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).reshape(value.shape)
-    (value * weights).sum().backward()
-    return value.detach(), pred.grad, target.grad
+    return value_and_grads(loss, pred, target, **kwargs)
 
 
 def _pair(n: int = 7, height: int = 41, width: int = 37, dtype: torch.dtype = torch.float32):

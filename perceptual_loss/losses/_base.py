@@ -17,11 +17,12 @@ from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from ..backbones import Backbone, FeatureExtractor, Features, default_normalization
-from ..backbones.classic import Pooling
+from ..backbones.classic import Pooling, TappedSequential
 from ..backbones.extractor import INSIDE_UNSUPPORTED, ResizePolicy, check_resize
 from ..backbones.registry import backbone_name, input_statistics
-from ..chunks import check_chunk_size, chunked_values
+from ..chunks import check_positive, chunked_values
 from ..distances import DISTANCES, Distance, masks_at
+from ..tiles import TILE_UNSUPPORTED, TileGeometry, feature_sizes, image_masks, tiled_values
 from ..validation import check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
 from .options import READ_OPTIONS, VIEW_OPTIONS, ReadOptions, ViewOptions, check_options
@@ -170,6 +171,16 @@ class Comparison(nn.Module):
     def check_features(self, dims: Mapping[str, int]) -> None:
         """Raise if a tap's features (of ``dims[tap]`` dimensions) cannot be compared this way."""
 
+    @property
+    def tileable(self) -> bool:
+        """Whether the value is a sum over taps of position means (:meth:`tap_values`), so tiles can add up to it."""
+        return False
+
+    def tap_values(self, pred_features: Features, target: Features, masks: Features) -> dict[str, Tensor]:
+        """``{tap: (N,)}`` weighted mask-weighted means over positions, whose sum is :meth:`forward`
+        with ``masks``; only where :attr:`tileable`."""
+        raise NotImplementedError
+
     def prepare_target(self, features: Features, masks: Features | None = None) -> Features:
         """What the comparison needs of the target's features (identity by default).
 
@@ -221,6 +232,7 @@ READ_DEFAULTS: dict[str, Any] = {
     "check_inputs": True,
     "mask_mode": "area",
     "chunk_size": None,
+    "tile": None,
 }
 """The defaults of :class:`~perceptual_loss.losses.options.ReadOptions`."""
 
@@ -245,13 +257,34 @@ class FeatureLoss(nn.Module):
         self.extractor = comparison.view.extractor(comparison.taps, read["weights"], read["input_range"])
         comparison.check_features(self.extractor.tap_dims)
         self.mask_mode = check_mask_mode(read["mask_mode"], self.extractor)
-        self.chunk_size = check_chunk_size(read["chunk_size"])
+        self.chunk_size = check_positive("chunk_size", read["chunk_size"], "samples per chunk")
         if self.chunk_size is not None and getattr(comparison, "spatial", False):
             raise ValueError(
                 "chunk_size= gives one value per sample; spatial maps cannot be chunked: drop one of them."
             )
         self._warned, self._warned_mask = [False], [False]
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
+        self.tile = check_positive("tile", read["tile"], "pixels per tile side")
+        self._geometry = None if self.tile is None else self._tile_geometry(self.tile)
+
+    def _tile_geometry(self, tile: int) -> TileGeometry:
+        """The trunk's tile geometry, checking that ``tile=`` can apply to this loss."""
+        if not isinstance(self.extractor.layers, TappedSequential) or self.extractor.resize is not None:
+            raise ValueError(TILE_UNSUPPORTED.format(backbone=self.extractor.backbone))
+        if not self.comparison.tileable:
+            raise ValueError(
+                f"tile= adds up the tiles' shares of means over positions; {type(self.comparison).__name__} "
+                f"({self.comparison.extra_repr()}) has statistics over the whole image (Gram matrices, DISTS' "
+                "means and variances, a Frobenius norm, a spatial map), so it cannot be tiled. Use chunk_size= to "
+                "bound memory instead."
+            )
+        geometry = TileGeometry.of(self.extractor.layers)
+        if tile < 2 * geometry.halo:
+            raise ValueError(
+                f"tile={tile} is smaller than twice the halo of {self._layers_note} ({geometry.halo} pixels on each "
+                f"inner side): use tile >= {2 * geometry.halo}, e.g. {max(512, 4 * geometry.halo)}."
+            )
+        return geometry
 
     @property
     def min_size(self) -> int:
@@ -310,6 +343,8 @@ class FeatureLoss(nn.Module):
 
     def values(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """The comparison's unreduced values of a checked pair (``mask`` checked too)."""
+        if self.tile is not None and max(pred.shape[-2:]) > self.tile:
+            return self._tiled_values(pred, target, mask)
         target_mask = mask if mask is not None and target.shape[-2:] == pred.shape[-2:] else None
         # The target first: whatever of its features the comparison does not keep (all of them
         # for Gram matrices) is freed before pred's forward pass saves its activations.
@@ -317,6 +352,15 @@ class FeatureLoss(nn.Module):
         features = self.extractor(pred)
         masks = None if mask is None else self.tap_masks(mask, features)
         return self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
+
+    def _tiled_values(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+        assert self._geometry is not None and isinstance(self.extractor.layers, TappedSequential)
+        if self.mask_mode == "inside" and mask is not None:
+            full = self.extractor.inside_masks(mask, self.comparison.taps)
+        else:
+            sizes = feature_sizes(self.extractor.layers, pred.shape[-2], pred.shape[-1])
+            full = image_masks(mask, {tap: sizes[tap] for tap in self.comparison.taps}, pred)
+        return tiled_values(self.extractor, self.comparison, pred, target, full, self.tile, self._geometry)  # type: ignore[arg-type]
 
     @torch.inference_mode()
     def score_joint(self, pred: Tensor, target: Tensor) -> Tensor:

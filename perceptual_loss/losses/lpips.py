@@ -77,6 +77,14 @@ class LPIPSComparison(Comparison):
         self.heads = LinearHeads(load_lpips_heads(net, version, channels, head_weights))
         self.net, self.version, self.spatial = net, version, spatial
 
+    @property
+    def tileable(self) -> bool:
+        return not self.spatial
+
+    def tap_values(self, pred_features: Features, target: Features, masks: Features) -> dict[str, Tensor]:
+        heads = dict(zip(self.taps, self.heads.weights, strict=True))
+        return {tap: lpips_distance(pred_features, target, {tap: heads[tap]}, masks=masks) for tap in self.taps}
+
     def prepare_target(self, features: Features, masks: Features | None = None) -> Features:
         """Channel-normalised target features."""
         return {name: normalize_channels(features[name]) for name in self.taps}

@@ -37,6 +37,10 @@ its documentation is written once, here.
 - ``chunk_size``: ``None`` (default: the whole batch at once) | samples per chunk: the loss runs
   chunk by chunk and takes each chunk's input gradient as it goes, so memory holds one chunk's
   activations, with the same values (see :mod:`perceptual_loss.chunks`: no double backward).
+- ``tile``: ``None`` (default) | pixels per tile side: an image larger than that is scored tile
+  by tile, each grown by the receptive field's halo, with every feature equal to the untiled
+  one (see :mod:`perceptual_loss.tiles`; classic trunks, terms that are means over positions:
+  perceptual and LPIPS).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class ReadOptions(TypedDict, total=False):
     check_inputs: bool
     mask_mode: str
     chunk_size: int | None
+    tile: int | None
 
 
 class LossOptions(ViewOptions, ReadOptions, total=False):

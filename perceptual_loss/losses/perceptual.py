@@ -53,6 +53,16 @@ class PerceptualComparison(LayerComparison):
             )
         self.spatial = spatial
 
+    @property
+    def tileable(self) -> bool:
+        return not self.spatial and self.distance != "fro"
+
+    def tap_values(self, pred_features: Features, target: Features, masks: Features) -> dict[str, Tensor]:
+        return {
+            tap: feature_distance(pred_features, target, {tap: weight}, self.distance, masks)
+            for tap, weight in self.layer_weights.items()
+        }
+
     def forward(
         self, pred_features: Features, target: Features, image_size: tuple[int, int], masks: Features | None = None
     ) -> Tensor:
