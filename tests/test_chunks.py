@@ -37,12 +37,15 @@ def _pair(n: int = 7, height: int = 41, width: int = 37, dtype: torch.dtype = to
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_chunked_equals_the_whole_batch(name: str, reduction: str) -> None:
+    torch.manual_seed(0)  # the same random trunk whatever ran before
     loss = LOSSES[name]()
     loss.reduction = reduction
     pred, target = _pair()
     whole = _value_and_grads(loss, pred, target, None)
     chunked = _value_and_grads(loss, pred, target, 3)  # chunks of 3, 3, 1 samples
-    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
+    # float32 convolutions round differently per batch size (float64 is exact, below): values
+    # agree to 1e-6 of the largest
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=1e-6 * whole[0].abs().max().item())
     # float32 convolutions round differently per batch size: gradients agree to 3e-5 of the largest
     torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=3e-5 * whole[1].abs().max().item())
 
