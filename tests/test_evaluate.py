@@ -263,3 +263,23 @@ def test_python_dash_m_runs_without_traceback(folders, torch_home: Path) -> None
     )  # fmt: skip
     assert result.returncode == 2
     assert "error: Both arguments are the same folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_large_images_are_scored_tile_by_tile_with_the_same_values(tmp_path: Path, monkeypatch) -> None:
+    from perceptual_loss.evaluate import run
+
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        image = rng.integers(0, 256, (500, 300, 3), dtype=np.uint8)
+        save(tmp_path / "out" / name, image)
+        save(
+            tmp_path / "gt" / name,
+            np.clip(image.astype(int) + rng.integers(-30, 30, image.shape), 0, 255).astype(np.uint8),
+        )
+    monkeypatch.setattr(run, "TILE", 10_000)
+    whole = evaluate_folders(tmp_path / "out", tmp_path / "gt", metrics=["lpips"])
+    monkeypatch.setattr(run, "TILE", 224)  # LPIPS-alex's smallest tile: 2 x its 112-pixel halo
+    tiled = evaluate_folders(tmp_path / "out", tmp_path / "gt", metrics=["lpips"])
+    assert [row["name"] for row in tiled.rows] == [row["name"] for row in whole.rows] == ["a.png", "b.png"]
+    for ours, reference in zip(tiled.rows, whole.rows):
+        assert ours["lpips"] == pytest.approx(reference["lpips"], rel=1e-5)

@@ -43,6 +43,10 @@ METRICS = ("lpips", "psnr", "ssim", "dists")
 DEFAULT_METRICS = ("lpips", "psnr", "ssim")
 DECODE_AHEAD = 2
 """Batches decoded ahead of the one being scored: enough to keep every decoding thread busy."""
+TILE = 512
+"""Images with a side longer than this are scored one pair at a time, LPIPS tile by tile
+(:mod:`perceptual_loss.tiles`: every feature equal to the untiled one), so memory stays bounded
+for 4K and 8K frames. DISTS cannot be tiled: its memory grows with the image."""
 JOINT_PASS_PIXELS = 96 * 96
 """Images of at most this many pixels go through a network together with their references, in
 one pass (:meth:`~perceptual_loss.losses.FeatureLoss.score_joint`): a quarter faster at 64 px on
@@ -232,7 +236,14 @@ def _networks(
     # check_inputs=False: the images were decoded to [0, 1] here, so the range scan is redundant.
     networks: dict[str, FeatureLoss] = {}
     if "lpips" in metrics:
-        networks["lpips"] = LPIPSLoss(net=net, version=version, reduction="none", weights=weights, check_inputs=False)  # type: ignore[arg-type]
+        networks["lpips"] = LPIPSLoss(
+            net=net,  # type: ignore[arg-type]
+            version=version,  # type: ignore[arg-type]
+            reduction="none",
+            weights=weights,
+            check_inputs=False,
+            tile=TILE,
+        )
     if "dists" in metrics:
         networks["dists"] = DISTSLoss(
             reduction="none", weights=None if weights is None else "imagenet", check_inputs=False
@@ -359,8 +370,14 @@ class _Scoring:
         try:
             values: dict[str, Tensor] = {}
             joint = a.shape[-2] * a.shape[-1] <= JOINT_PASS_PIXELS
+            alone = max(a.shape[-2:]) > TILE  # a large image: one pair at a time
             for metric, network in self.networks.items():
-                values[metric] = network.score_joint(a, b) if joint else network(a, b)
+                if joint:
+                    values[metric] = network.score_joint(a, b)
+                elif alone:
+                    values[metric] = torch.cat([network(a[i : i + 1], b[i : i + 1]) for i in range(len(a))])
+                else:
+                    values[metric] = network(a, b)
             ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
             ya, yb = crop_border(ya, self.crop), crop_border(yb, self.crop)
             if "psnr" in self.metrics:
