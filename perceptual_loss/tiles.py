@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .backbones import FeatureExtractor
-from .backbones.architectures import Fire
-from .backbones.classic import TappedSequential
-from .backbones.layers import L2Pool2d
+from .backbones.classic import TappedSequential, Window, layer_window
 from .chunks import Index, PieceFunction, piecewise_values
 from .distances import MASK_EPS
 
@@ -41,19 +39,6 @@ TILE_UNSUPPORTED = (
     "tile= needs the receptive fields of the classic trunks (the VGGs, alexnet, squeezenet1_1) with every tap in "
     "their features, run without resize; {backbone} is not one. Use chunk_size= to bound memory instead."
 )
-
-
-def _window(layer: nn.Module) -> tuple[int, int, int, int] | None:
-    """``(kernel, stride, padding, dilation)`` along one axis of a layer that reads a window."""
-    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        pairs = [layer.kernel_size, layer.stride or layer.kernel_size, layer.padding, getattr(layer, "dilation", 1)]
-        first = [int(v[0]) if isinstance(v, (tuple, list)) else int(v) for v in pairs]  # type: ignore[arg-type]
-        return first[0], first[1], first[2], first[3]
-    if isinstance(layer, L2Pool2d):
-        return 3, layer.stride, 1, 1
-    if isinstance(layer, Fire):  # its widest path: the 3x3 expand convolution
-        return 3, 1, 1, 1
-    return None
 
 
 @dataclass(frozen=True)
@@ -70,9 +55,9 @@ class TileGeometry:
     @classmethod
     def of(cls, trunk: TappedSequential) -> TileGeometry:
         jump, up, down, strides = 1, 0, 0, {}
-        for _, window, taps in _tapped_layers(trunk):
+        for window, taps in _tapped_layers(trunk):
             if window is not None:
-                kernel, stride, padding, dilation = window
+                kernel, stride, padding, dilation, _ = window
                 up += padding * jump
                 down += ((kernel - 1) * dilation - padding) * jump
                 jump *= stride
@@ -82,15 +67,13 @@ class TileGeometry:
         return cls(strides, jump, halo)
 
 
-def _tapped_layers(
-    trunk: TappedSequential,
-) -> Iterator[tuple[nn.Module, tuple[int, int, int, int] | None, tuple[str, ...]]]:
-    """``(layer, its window or None, the taps after it)`` up to the deepest tap."""
+def _tapped_layers(trunk: TappedSequential) -> Iterator[tuple[Window | None, tuple[str, ...]]]:
+    """``(each layer's window or None, the taps after it)`` up to the deepest tap."""
     deepest = max(trunk.tap_at)
     for index, layer in enumerate(trunk):
         if index > deepest:
             return
-        yield layer, _window(layer), trunk.tap_at.get(index, ())
+        yield layer_window(layer), trunk.tap_at.get(index, ())
 
 
 def tile_pieces(
@@ -134,10 +117,9 @@ def core_masks(
 def feature_sizes(trunk: TappedSequential, height: int, width: int) -> dict[str, tuple[int, int]]:
     """Each tap's ``(rows, cols)`` for a ``height x width`` input, from the layers' windows."""
     sizes, rows, cols = {}, height, width
-    for layer, window, taps in _tapped_layers(trunk):
+    for window, taps in _tapped_layers(trunk):
         if window is not None:
-            kernel, stride, padding, dilation = window
-            ceil = isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)) and layer.ceil_mode
+            kernel, stride, padding, dilation, ceil = window
             rows, cols = (_out(v, kernel, stride, padding, dilation, ceil) for v in (rows, cols))
         sizes.update(dict.fromkeys(taps, (rows, cols)))
     return sizes

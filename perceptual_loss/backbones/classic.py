@@ -151,19 +151,32 @@ class TappedSequential(nn.Sequential):
         return masks
 
 
+Window = tuple[int, int, int, int, bool]
+"""``(kernel, stride, padding, dilation, ceil_mode)`` of a layer, the same along both axes."""
+
+
+def layer_window(layer: nn.Module) -> Window | None:
+    """The window each output position of a classic trunk's ``layer`` reads, or ``None`` for a
+    layer that keeps positions (activations, BatchNorm)."""
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        ceil_mode = isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)) and layer.ceil_mode
+        pairs = [layer.kernel_size, layer.stride or layer.kernel_size, layer.padding, getattr(layer, "dilation", 1)]
+        kernel, stride, padding, dilation = (int(v[0]) if isinstance(v, (tuple, list)) else int(v) for v in pairs)  # type: ignore[arg-type]
+        return kernel, stride, padding, dilation, ceil_mode
+    if isinstance(layer, L2Pool2d):
+        return 3, layer.stride, 1, 1, False
+    if isinstance(layer, Fire):  # its widest path: the 3x3 expand convolution
+        return 3, 1, 1, 1, False
+    return None
+
+
 def _erode(layer: nn.Module, mask: Tensor) -> Tensor:
     """The minimum of ``mask`` over each output position's window of ``layer`` (a min-pool)."""
-    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        stride = layer.stride if layer.stride is not None else layer.kernel_size
-        ceil_mode = isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)) and layer.ceil_mode
-        dilation = getattr(layer, "dilation", 1)
-        window = (layer.kernel_size, stride, layer.padding, dilation)
-        return -F.max_pool2d(-mask, *window, ceil_mode=ceil_mode)  # type: ignore[arg-type]
-    if isinstance(layer, L2Pool2d):
-        return -F.max_pool2d(-mask, 3, layer.stride, 1)
-    if isinstance(layer, Fire):  # its widest path: the 3x3 expand convolution
-        return -F.max_pool2d(-mask, 3, 1, 1)
-    return mask
+    window = layer_window(layer)
+    if window is None:
+        return mask
+    kernel, stride, padding, dilation, ceil_mode = window
+    return -F.max_pool2d(-mask, kernel, stride, padding, dilation, ceil_mode=ceil_mode)
 
 
 def build_classic_trunk(

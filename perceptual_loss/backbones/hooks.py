@@ -3,7 +3,7 @@
 torch.fx cannot trace most transformer trunks (timm's and open_clip's ViTs with dynamic sizes,
 transformers models: Python control flow on shapes, ``**kwargs`` and output classes). They can
 still be tapped by the names of ``model.named_modules()`` (``blocks.5``,
-``transformer.resblocks.3``, ``vision_model.encoder.layers.11``), as timm's ``FeatureHooks`` does:
+``transformer.resblocks.3``, ``encoder.layers.11``), as timm's ``FeatureHooks`` does:
 the module's own forward runs on a private copy, a forward hook on each tapped submodule keeps
 its output, and the hook of the last one still missing stops the forward with an exception, so
 the blocks after the deepest tap never run. Submodules that the probe saw never start before

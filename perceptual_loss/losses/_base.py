@@ -354,13 +354,14 @@ class FeatureLoss(nn.Module):
         return self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
 
     def _tiled_values(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
-        assert self._geometry is not None and isinstance(self.extractor.layers, TappedSequential)
+        assert self.tile is not None and self._geometry is not None
+        assert isinstance(self.extractor.layers, TappedSequential)
         if self.mask_mode == "inside" and mask is not None:
             full = self.extractor.inside_masks(mask, self.comparison.taps)
         else:
             sizes = feature_sizes(self.extractor.layers, pred.shape[-2], pred.shape[-1])
             full = image_masks(mask, {tap: sizes[tap] for tap in self.comparison.taps}, pred)
-        return tiled_values(self.extractor, self.comparison, pred, target, full, self.tile, self._geometry)  # type: ignore[arg-type]
+        return tiled_values(self.extractor, self.comparison, pred, target, full, self.tile, self._geometry)
 
     @torch.inference_mode()
     def score_joint(self, pred: Tensor, target: Tensor) -> Tensor:
