@@ -46,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     "StyleComparison": "losses",
     "StyleLoss": "losses",
     "charbonnier_distance": "pixel",
+    "SlicedLoss": "sliced",
+    "Slicing": "sliced",
+    "take_slices": "sliced",
     "l1_distance": "pixel",
     "l2_distance": "pixel",
     "total_variation": "pixel",
@@ -82,6 +85,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         StyleLoss,
     )
     from .pixel import charbonnier_distance, l1_distance, l2_distance, total_variation
+    from .sliced import SlicedLoss, Slicing, take_slices
     from .weights import InvalidWeightsError, MissingWeightsError, imagenet_weights_path
 
 
@@ -117,6 +121,8 @@ __all__ = [
     "MissingWeightsError",
     "PerceptualComparison",
     "PerceptualLoss",
+    "SlicedLoss",
+    "Slicing",
     "StyleComparison",
     "StyleLoss",
     "__version__",
@@ -137,5 +143,6 @@ __all__ = [
     "lpips_distance",
     "normalize_channels",
     "style_distance",
+    "take_slices",
     "total_variation",
 ]

@@ -34,7 +34,11 @@ def check_image(x: Tensor, name: str, grayscale: Grayscale = None) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W); got {type(x).__name__}.")
     if x.dim() != 4:
-        hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
+        hint = {
+            3: " Add a batch dimension with x.unsqueeze(0).",
+            5: " For clips (N, C, T, H, W) or volumes (N, C, D, H, W), wrap the loss: "
+            "SlicedLoss(loss, dims=(2,)) scores frames, SlicedLoss(loss, dims=(2, 3, 4)) slices along every axis.",
+        }.get(x.dim(), "")
         raise ValueError(f"{name} must be 4-D (N, 3, H, W); got shape {tuple(x.shape)}.{hint}")
     if not x.is_floating_point():
         raise TypeError(
