@@ -27,7 +27,18 @@ from .losses._base import MaskMode, View, check_mask_mode, tap_masks
 from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .validation import Grayscale, check_image, check_mask, check_module_compatible, check_pair, check_range, check_size
+from .sliced import VOLUME_DIMS, Slicing, check_volumes, take_slices
+from .validation import (
+    Channels,
+    Grayscale,
+    check_channels_each,
+    check_image,
+    check_mask,
+    check_module_compatible,
+    check_pair,
+    check_range,
+    check_size,
+)
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)
@@ -77,18 +88,23 @@ class CombinedLoss(nn.Module):
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
         weights: backbone weights for every term that does not set its own ``weights``:
             ``"imagenet"`` | a weights enum name | path | ``None`` (tests only).
-        input_range, grayscale, check_inputs, mask_mode, chunk_size: as for every loss (see
-            :mod:`perceptual_loss.losses.options`); ``mask_mode`` applies to every backbone term,
-            ``chunk_size`` to every term but the adversarial one: the criterion runs that many
-            samples at a time, each chunk's input gradient taken as it goes (see
-            :mod:`perceptual_loss.chunks`), with the same total and parts.
+        input_range, grayscale, channels, check_inputs, mask_mode, chunk_size: as for every loss
+            (see :mod:`perceptual_loss.losses.options`); ``mask_mode`` applies to every backbone
+            term, ``chunk_size`` to every term but the adversarial one: the criterion runs that
+            many samples (slices, for 5-D input) at a time, each chunk's input gradient taken as
+            it goes (see :mod:`perceptual_loss.chunks`), with the same total and parts.
+        slices: for 5-D clips and volumes: ``{"dims": (2,), "per_sample": 4}`` or ``{"dims": (2, 3,
+            4), "ratio": 0.5}`` (and ``"generator"``), as :class:`~perceptual_loss.SlicedLoss`
+            takes them. Pixel terms compare the whole tensors; backbone terms and TV the slices
+            drawn (averaged over slices, summed over dims), one backbone pass per side and dim.
 
     A term whose weight is 0 (or ``None``) is not built and costs nothing. Terms that look at the
     same backbone with the same weights and input policy share one pass of it per image.
 
     Shape:
-        - pred: ``(N, 3, H, W)`` in ``input_range``; target: the same shape (style-only
-          criteria accept other sizes), or omitted for terms with a cached target.
+        - pred: ``(N, 3, H, W)`` in ``input_range`` (``(N, C, T|D, H, W)`` with ``slices``);
+          target: the same shape (style-only criteria accept other sizes), or omitted for
+          terms with a cached target.
         - Output: :class:`LossOutput` of scalars.
 
     Example:
@@ -124,6 +140,8 @@ class CombinedLoss(nn.Module):
         dists: Mapping[str, Any] | None = None,
         mask_mode: MaskMode = "area",
         chunk_size: int | None = None,
+        channels: Channels = None,
+        slices: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
@@ -142,7 +160,14 @@ class CombinedLoss(nn.Module):
         if grayscale not in (None, "repeat"):
             raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
         self.grayscale = grayscale
+        if channels not in (None, "each"):
+            raise ValueError(
+                f"channels must be None or 'each' (score each channel as a grayscale image); got {channels!r}."
+            )
+        self.channels = channels
         self.check_inputs = check_inputs
+        self.slicing = None if slices is None else _parse_slices(slices)
+        self.generator: torch.Generator | None = None if slices is None else slices.get("generator")
 
         # One extractor per view (backbone, weights, input policy), with the union of the taps of
         # the comparisons that share it.
@@ -206,6 +231,10 @@ class CombinedLoss(nn.Module):
         if unknown:
             raise ValueError(
                 f"Cannot cache a target for {unknown}: this criterion's target terms are {self.target_terms}."
+            )
+        if self.channels == "each" or self.slicing is not None:
+            raise ValueError(
+                "set_target caches one RGB image batch; with channels='each' or slices= pass the target to each call."
             )
         target = check_image(target, "target", self.grayscale).detach()
         check_size(target, "target", self.min_size, "this criterion's layers", self.fixed_size)
@@ -281,26 +310,14 @@ class CombinedLoss(nn.Module):
                 term, brought to each tap's resolution once per pass). A cached target
                 (``set_target``) is used whole.
         """
-        pred, target = self._check(pred, target)
-        mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
-        parts: dict[str, Tensor] = {}
-        total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
-        n = pred.shape[0]
-        if self.chunk_size is None or n <= self.chunk_size or not (self._target_terms or self.tv_weight):
-            for name, values in self._term_values(pred, target, mask, None, n).items():
-                value = values.mean()
-                parts[name] = value.detach()
-                total = total + self._weight(name) * value
+        if isinstance(pred, Tensor) and pred.dim() == 5:
+            total, parts = self._sliced(pred, target, mask)
         else:
-            chunks: list[dict[str, Tensor]] = []
-
-            def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
-                values = self._term_values(p, t, mask, samples, n)
-                chunks.append({name: v.detach() for name, v in values.items()})
-                return torch.stack([self._weight(name) * v for name, v in values.items()]).sum(0)
-
-            total = total + chunked_values(chunk, pred, target, self.chunk_size).mean()
-            parts = {name: torch.cat([c[name] for c in chunks]).mean() for name in chunks[0]}
+            if self.channels == "each":
+                pred, target, mask = _each_channel(pred, target, mask)
+            pred, target = self._check(pred, target)
+            mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
+            total, parts = self._weighted(pred, target, mask)
         if self.adversarial is not None and fake_logits is not None and self.adversarial_active(step):
             adversarial = generator_loss(fake_logits, real_logits, self.adversarial["kind"])
             adversarial_weight: Tensor | float = self.adversarial["weight"]
@@ -326,28 +343,97 @@ class CombinedLoss(nn.Module):
             )
         return LossOutput(total, parts)
 
+    def _weighted(
+        self, pred: Tensor, target: Tensor | None, mask: Tensor | None, pixels: bool = True, features: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(weighted total, detached parts)`` of the batch-mean terms (``pixels``: pixel terms;
+        ``features``: backbone terms and TV), chunk by chunk with ``chunk_size``."""
+        parts: dict[str, Tensor] = {}
+        total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
+        n = pred.shape[0]
+        kinds = {"pixels": pixels, "features": features}
+        if self.chunk_size is None or n <= self.chunk_size or not (self._target_terms or self.tv_weight):
+            for name, values in self._term_values(pred, target, mask, None, n, **kinds).items():
+                value = values.mean()
+                parts[name] = value.detach()
+                total = total + self._weight(name) * value
+            return total, parts
+        chunks: list[dict[str, Tensor]] = []
+
+        def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
+            values = self._term_values(p, t, mask, samples, n, **kinds)
+            chunks.append({name: v.detach() for name, v in values.items()})
+            return torch.stack([self._weight(name) * v for name, v in values.items()]).sum(0)
+
+        total = total + chunked_values(chunk, pred, target, self.chunk_size).mean()
+        return total, {name: torch.cat([c[name] for c in chunks]).mean() for name in chunks[0]}
+
+    def _sliced(self, pred: Tensor, target: Tensor | None, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """5-D input: pixel terms on the whole tensors, the rest on each dim's slices drawn, summed over dims."""
+        if self.slicing is None:
+            raise ValueError(
+                f"pred has shape {tuple(pred.shape)}: for clips (N, C, T, H, W) or volumes (N, C, D, H, W) build the "
+                "criterion with slices={'dims': (2,), 'per_sample': 4} (frames) or slices={'dims': (2, 3, 4)}."
+            )
+        if target is None or mask is not None:
+            raise ValueError("5-D input needs a target and no mask (cached targets and masks are for images).")
+        check_volumes(pred, target, "CombinedLoss with slices=")
+        n = pred.shape[0]
+        total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
+        parts: dict[str, Tensor] = {}
+        if self.pixel_weights:
+            if self.check_inputs:
+                check_range(pred, target, self.input_range, self._warned)
+            whole = pred.flatten(1, 2), target.flatten(1, 2)  # (N, C*T, H, W): the same per-sample means
+            total, parts = self._weighted(*whole, None, features=False)
+        if not (self.comparisons or self.tv_weight):
+            return total, parts
+        for dim in self.slicing.dims:
+            index = self.slicing.draw(n, pred.shape[dim], self.generator, pred.device)
+            p, t = take_slices(pred, dim, index), take_slices(target, dim, index)
+            if self.channels == "each":
+                p, split, _ = _each_channel(p, t, None)
+                assert split is not None
+                t = split
+            checked = self._check(p, t)
+            dim_total, dim_parts = self._weighted(*checked, None, pixels=False)
+            total = total + dim_total
+            for name, value in dim_parts.items():
+                parts[name] = parts[name] + value if name in parts else value
+        return total, parts
+
     def _weight(self, term: str) -> float:
         if term in self.pixel_weights:
             return self.pixel_weights[term]
         return self.tv_weight if term == "tv" else self.term_weights[term]
 
     def _term_values(
-        self, pred: Tensor, target: Tensor | None, mask: Tensor | None, samples: slice | None, n: int
+        self,
+        pred: Tensor,
+        target: Tensor | None,
+        mask: Tensor | None,
+        samples: slice | None,
+        n: int,
+        pixels: bool = True,
+        features: bool = True,
     ) -> dict[str, Tensor]:
-        """``{term: (len(pred),) unweighted values}`` of every term but the adversarial one.
+        """``{term: (len(pred),) unweighted values}`` of every term but the adversarial one
+        (``pixels``: the pixel terms; ``features``: backbone terms and TV).
 
         ``samples``: which of the batch's ``n`` samples ``pred`` and ``target`` are (a chunk); the
         mask and the cached targets with ``n`` samples are cut to them.
         """
         mask = _take(mask, samples, n)
         values: dict[str, Tensor] = {}
-        for name in self.pixel_weights:
+        for name in self.pixel_weights if pixels else ():
             reference = _take(self._cached_for(name, pred), samples, n) if name in self._cached else target
             assert reference is not None
             if name == "charbonnier":
                 values[name] = charbonnier_distance(pred, reference, self.charbonnier_eps, mask)
             else:
                 values[name] = PIXEL_DISTANCES[name](pred, reference, mask)
+        if not features:
+            return values
         size = (pred.shape[-2], pred.shape[-1])
         for key, members in self._views.items():
             extractor = self._extractor(key)
@@ -374,12 +460,12 @@ class CombinedLoss(nn.Module):
         if target is None:
             if uncached:
                 raise ValueError(f"target is required: the terms {uncached} have no cached target (see set_target).")
-            pred = check_image(pred, "pred", self.grayscale)
+            pred = check_image(pred, "pred", self._read_grayscale)
             check_size(pred, "pred", self.min_size, "this criterion's layers", self.fixed_size)
         else:
             pred, target = check_pair(
                 pred, target, min_size=self.min_size, layers_note="this criterion's layers",
-                grayscale=self.grayscale, same_size=self.same_size, fixed_size=self.fixed_size,
+                grayscale=self._read_grayscale, same_size=self.same_size, fixed_size=self.fixed_size,
             )  # fmt: skip
         if self.extractors:
             check_module_compatible(
@@ -388,6 +474,11 @@ class CombinedLoss(nn.Module):
         if self.check_inputs:
             check_range(pred, target, self.input_range, self._warned)
         return pred, target
+
+    @property
+    def _read_grayscale(self) -> Grayscale:
+        """How a channel is read: as gray RGB under ``channels="each"`` (channels are split first)."""
+        return "repeat" if self.channels == "each" else self.grayscale
 
     def _comparison(self, name: str) -> Comparison:
         return cast(Comparison, self.comparisons[name])
@@ -448,6 +539,36 @@ def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
             f"Bad option for the {kind} term: {error}. Valid keys: weight, weights and the arguments of "
             f"{_COMPARISONS[kind].__name__}."
         ) from None
+
+
+def _each_channel(
+    pred: Tensor, target: Tensor | None, mask: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``channels="each"``: ``(N, C, H, W)`` -> ``(N*C, 1, H, W)``, the mask repeated per channel."""
+    if target is not None:
+        check_channels_each(pred, target)
+    n, c = pred.shape[:2]
+    if target is not None and target.shape[0] == 1 and n > 1:  # one style target for every prediction
+        target = target.expand(n, *target.shape[1:])
+    if mask is not None and mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask.expand(n, *mask.shape[1:]).repeat_interleave(c, dim=0)
+    gray = [None if x is None else x.reshape(n * c, 1, *x.shape[2:]) for x in (pred, target)]
+    assert gray[0] is not None
+    return gray[0], gray[1], mask
+
+
+def _parse_slices(config: Mapping[str, Any]) -> Slicing:
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"slices must be a mapping like {{'dims': (2,), 'per_sample': 4}}; got {type(config).__name__}."
+        )
+    unknown = set(config) - {"dims", "ratio", "per_sample", "generator"}
+    if unknown:
+        raise TypeError(f"Unknown slices option(s) {sorted(unknown)}; valid: dims, ratio, per_sample, generator.")
+    generator = config.get("generator")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"slices['generator'] must be a torch.Generator; got {type(generator).__name__}.")
+    return Slicing(tuple(config.get("dims", VOLUME_DIMS)), config.get("ratio"), config.get("per_sample"))
 
 
 def _take(value: Any, samples: slice | None, n: int) -> Any:

@@ -94,7 +94,9 @@ class Slicing:
                     f"per_sample={self.per_sample} is more than the {count} slices along a dim of size {count}; "
                     f"use per_sample <= {count}, or per_sample=None for every slice."
                 )
-            picks = [torch.randperm(count, generator=generator, device=draw_on)[: self.per_sample] for _ in range(batch)]
+            picks = [
+                torch.randperm(count, generator=generator, device=draw_on)[: self.per_sample] for _ in range(batch)
+            ]
             index = torch.cat([pick.sort().values + n * count for n, pick in enumerate(picks)])
         elif self.ratio is not None:
             k = int(self.ratio * total)
@@ -140,7 +142,9 @@ def check_volumes(pred: Tensor, target: Tensor, owner: str) -> None:
         if not x.is_floating_point():
             raise TypeError(f"{name} has dtype {x.dtype}; expected floating-point values (e.g. x.float() / 255).")
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}.")
+        raise ValueError(
+            f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
     if pred.device != target.device:
         raise ValueError(f"pred is on {pred.device} but target is on {target.device}; move both to one device.")
 
@@ -240,4 +244,3 @@ class SlicedLoss(nn.Module):
             else "every slice"
         )
         return f"dims={self.slicing.dims}, {rule}"
-

@@ -17,6 +17,7 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 Grayscale = Literal["repeat"] | None
+Channels = Literal["each"] | None
 
 RANGE_TOLERANCE = 0.25
 """Values may leave ``input_range`` by this fraction of its width before the range check fires:
@@ -49,9 +50,25 @@ def check_image(x: Tensor, name: str, grayscale: Grayscale = None) -> Tensor:
     if channels == 1 and grayscale == "repeat":
         return x.expand(-1, 3, -1, -1)
     if channels != 3:
-        fix = " Pass grayscale='repeat' to repeat a single channel as RGB." if channels == 1 else ""
+        fix = {
+            1: " Pass grayscale='repeat' to repeat a single channel as RGB, or channels='each'.",
+            4: " Four channels look like RGBA: drop alpha with x[:, :3] (or composite it over a background "
+            "first); for four channels of data (e.g. MRI contrasts) pass channels='each' to score each as a "
+            "grayscale image.",
+        }.get(channels, " Pass channels='each' to score each channel as a grayscale image and average.")
         raise ValueError(f"{name} must have 3 channels (RGB) in dim 1; got shape {tuple(x.shape)}.{fix}")
     return x
+
+
+def check_channels_each(pred: Tensor, target: Tensor) -> None:
+    """``channels="each"`` needs 4-D pairs with one channel count (its metadata checks, before the split)."""
+    for name, x in (("pred", pred), ("target", target)):
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            check_image(x, name)  # raises, naming the fix
+    if pred.shape[1] != target.shape[1]:
+        raise ValueError(
+            f"pred and target must have the same channels; got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
 
 
 def check_pair(

@@ -40,7 +40,9 @@ def test_frames_equal_the_loss_of_the_frames_stacked_by_hand() -> None:
     clip, target = _pair((2, 3, 5, 32, 40))
     stacked = clip.permute(0, 2, 1, 3, 4).reshape(10, 3, 32, 40)
     stacked_target = target.permute(0, 2, 1, 3, 4).reshape(10, 3, 32, 40)
-    torch.testing.assert_close(SlicedLoss(loss, dims=(2,))(clip, target), loss(stacked, stacked_target), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        SlicedLoss(loss, dims=(2,))(clip, target), loss(stacked, stacked_target), rtol=1e-6, atol=0
+    )
 
 
 def test_per_sample_draws_k_frames_per_clip_and_undrawn_frames_get_zero_gradient() -> None:
@@ -158,3 +160,45 @@ def test_bad_input_is_a_clear_error() -> None:
         SlicedLoss(loss, dims=(2,), ratio=0.1)(clip, target)
     with pytest.raises(ValueError, match="spatial map"):
         SlicedLoss(lambda p, t: (p - t).abs(), dims=(2,))(clip, target)
+
+
+def test_criterion_scores_pixels_on_the_whole_clip_and_features_on_the_drawn_frames() -> None:
+    from perceptual_loss import CombinedLoss
+
+    clip, target = _pair((2, 3, 6, 32, 32))
+    criterion = CombinedLoss(
+        l1=1.0, lpips={"weight": 0.5, "net": "squeeze"}, slices={"dims": (2,), "per_sample": 3,
+        "generator": torch.Generator().manual_seed(1)},
+    )  # fmt: skip
+    sliced = SlicedLoss(LPIPSLoss(net="squeeze"), dims=(2,), per_sample=3, generator=torch.Generator().manual_seed(1))
+    x = clip.clone().requires_grad_()
+    total, parts = criterion(x, target)
+    total.backward()
+    torch.testing.assert_close(parts["l1"], (clip - target).abs().mean())
+    torch.testing.assert_close(parts["lpips"], sliced(clip, target).detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(total.detach(), parts["l1"] + 0.5 * parts["lpips"])
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_criterion_volume_sums_over_dims_and_chunks_alike() -> None:
+    from perceptual_loss import CombinedLoss
+
+    volume, target = _pair((1, 1, 18, 20, 22))
+    config = {"perceptual": {"layers": ["relu1_2", "relu2_2"]}, "grayscale": "repeat", "slices": {"dims": (2, 3, 4)}}
+    whole = CombinedLoss(**config)(volume, target)
+    chunked = CombinedLoss(**config, chunk_size=7)(volume, target)
+    sliced = SlicedLoss(PerceptualLoss(["relu1_2", "relu2_2"], grayscale="repeat"))(volume, target)
+    torch.testing.assert_close(whole.total, sliced, rtol=1e-6, atol=0)
+    torch.testing.assert_close(chunked.total, sliced, rtol=1e-6, atol=0)
+
+
+def test_criterion_without_slices_names_the_option() -> None:
+    from perceptual_loss import CombinedLoss
+
+    clip, target = _pair((1, 3, 4, 16, 16))
+    with pytest.raises(ValueError, match="slices="):
+        CombinedLoss(l1=1.0)(clip, target)
+    with pytest.raises(TypeError, match="Unknown slices option"):
+        CombinedLoss(l1=1.0, slices={"dim": 2})
+    with pytest.raises(ValueError, match="repeats a dim"):
+        CombinedLoss(l1=1.0, slices={"dims": (2, 2)})

@@ -23,7 +23,7 @@ from ..backbones.registry import backbone_name, input_statistics
 from ..chunks import check_positive, chunked_values
 from ..distances import DISTANCES, Distance, masks_at
 from ..tiles import TILE_UNSUPPORTED, TileGeometry, feature_sizes, image_masks, tiled_values
-from ..validation import check_mask, check_module_compatible, check_pair, check_range
+from ..validation import Grayscale, check_channels_each, check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
 from .options import READ_OPTIONS, VIEW_OPTIONS, ReadOptions, ViewOptions, check_options
 
@@ -229,6 +229,7 @@ READ_DEFAULTS: dict[str, Any] = {
     "weights": "imagenet",
     "input_range": (0.0, 1.0),
     "grayscale": None,
+    "channels": None,
     "check_inputs": True,
     "mask_mode": "area",
     "chunk_size": None,
@@ -252,6 +253,11 @@ class FeatureLoss(nn.Module):
         if read["grayscale"] not in (None, "repeat"):
             raise ValueError(f"grayscale must be None or 'repeat'; got {read['grayscale']!r}.")
         self.grayscale = read["grayscale"]
+        if read["channels"] not in (None, "each"):
+            raise ValueError(
+                f"channels must be None or 'each' (score each channel as a grayscale image); got {read['channels']!r}."
+            )
+        self.channels = read["channels"]
         self.check_inputs = read["check_inputs"]
         self.comparison = comparison
         self.extractor = comparison.view.extractor(comparison.taps, read["weights"], read["input_range"])
@@ -291,15 +297,16 @@ class FeatureLoss(nn.Module):
         """Smallest height and width the chosen layers accept."""
         return self.extractor.min_size
 
-    def check(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Validate a pair against this loss: metadata always, values when ``check_inputs``."""
+    def check(self, pred: Tensor, target: Tensor, grayscale: Grayscale | str = "own") -> tuple[Tensor, Tensor]:
+        """Validate a pair against this loss: metadata always, values when ``check_inputs``
+        (``grayscale``: the loss's own policy unless given)."""
         pred, target = check_pair(
             pred,
             target,
             min_size=self.min_size,
             fixed_size=self.extractor.fixed_size,
             layers_note=self._layers_note,
-            grayscale=self.grayscale,
+            grayscale=self.grayscale if grayscale == "own" else grayscale,  # type: ignore[arg-type]
             same_size=self.comparison.same_size,
         )
         check_module_compatible(pred, target, self.extractor.scale)
@@ -327,7 +334,12 @@ class FeatureLoss(nn.Module):
         ``mask``: ``(N or 1, 1, H, W)`` weights in ``[0, 1]`` (or bool) at the images' size: only
         the region counts (see the README's "Masks"); ``None`` for the whole image.
         """
-        pred, target = self.check(pred, target)
+        if self.channels == "each":
+            return self._each_channel(pred, target, mask)
+        return self._forward(pred, target, mask)
+
+    def _forward(self, pred: Tensor, target: Tensor, mask: Tensor | None, grayscale: Grayscale | str = "own") -> Tensor:
+        pred, target = self.check(pred, target, grayscale)
         mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
         if self.chunk_size is None or pred.shape[0] <= self.chunk_size:
             values = self.values(pred, target, mask)
@@ -340,6 +352,22 @@ class FeatureLoss(nn.Module):
 
             values = chunked_values(chunk, pred, target, self.chunk_size)
         return reduce(values, self.reduction)
+
+    def _each_channel(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+        """``channels="each"``: every channel as a grayscale image, values averaged over channels."""
+        check_channels_each(pred, target)
+        n, c = pred.shape[:2]
+        if target.shape[0] == 1 and n > 1:  # one style target for every prediction
+            target = target.expand(n, *target.shape[1:])
+        if mask is not None and mask.dim() == 4 and mask.shape[1] == 1:
+            mask = mask.expand(n, *mask.shape[1:]).repeat_interleave(c, dim=0)
+        gray = pred.reshape(n * c, 1, *pred.shape[2:]), target.reshape(n * c, 1, *target.shape[2:])
+        values = self._forward(*gray, mask, grayscale="repeat")
+        if self.reduction == "mean":
+            return values  # the mean over samples and channels alike
+        if self.reduction == "sum":
+            return values / c  # the sum over samples of each one's mean over channels
+        return values.reshape(n, c, *values.shape[1:]).mean(dim=1)
 
     def values(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """The comparison's unreduced values of a checked pair (``mask`` checked too)."""

@@ -29,6 +29,9 @@ its documentation is written once, here.
   file | ``None`` (random, for tests only).
 - ``input_range``: the images' value range, ``(0, 1)`` (default) or ``(-1, 1)``; normalised inside.
 - ``grayscale``: ``"repeat"`` accepts 1-channel images by repeating them to RGB.
+- ``channels``: ``None`` (default: RGB, or one channel with ``grayscale``) | ``"each"``: each
+  channel is scored as its own grayscale image and the values are averaged over channels
+  (multi-contrast MRI, MONAI's MedicalNet convention, any channel count).
 - ``check_inputs``: check the target's value range (one host sync per call; default ``True``);
   set ``False`` in a tuned training loop. Shape, dtype and device checks always run.
 - ``mask_mode``: how a ``mask=`` reaches each tap: ``"area"`` (default: area-averaged) |
@@ -49,7 +52,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypedDict
 
 from ..backbones import Normalize, Pooling, Resize
-from ..validation import Grayscale
+from ..validation import Channels, Grayscale
 from ..weights import WeightsArg
 
 
@@ -76,6 +79,7 @@ class ReadOptions(TypedDict, total=False):
     weights: WeightsArg
     input_range: tuple[float, float]
     grayscale: Grayscale
+    channels: Channels
     check_inputs: bool
     mask_mode: str
     chunk_size: int | None
