@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "PerceptualLoss": "losses",
     "StyleComparison": "losses",
     "StyleLoss": "losses",
+    "TemporalLPIPS": "losses",
     "charbonnier_distance": "pixel",
     "SlicedLoss": "sliced",
     "Slicing": "sliced",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         PerceptualLoss,
         StyleComparison,
         StyleLoss,
+        TemporalLPIPS,
     )
     from .pixel import charbonnier_distance, l1_distance, l2_distance, total_variation
     from .sliced import SlicedLoss, Slicing, take_slices
@@ -125,6 +127,7 @@ __all__ = [
     "Slicing",
     "StyleComparison",
     "StyleLoss",
+    "TemporalLPIPS",
     "__version__",
     "adaptive_weight",
     "available_taps",

@@ -202,3 +202,43 @@ def test_criterion_without_slices_names_the_option() -> None:
         CombinedLoss(l1=1.0, slices={"dim": 2})
     with pytest.raises(ValueError, match="repeats a dim"):
         CombinedLoss(l1=1.0, slices={"dims": (2, 2)})
+
+
+def test_temporal_lpips_equals_lpips_of_consecutive_frames() -> None:
+    from perceptual_loss import TemporalLPIPS
+
+    clip, target = _pair((2, 3, 4, 32, 32))
+    lpips = LPIPSLoss(net="squeeze", reduction="none")
+
+    def steps(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([lpips(x[:, :, t], x[:, :, t - 1]) for t in range(1, x.shape[2])], dim=1)
+
+    expected = (steps(clip) - steps(target)).abs().mean(dim=1)
+    x = clip.clone().requires_grad_()
+    values = TemporalLPIPS(net="squeeze", reduction="none")(x, target)
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-7)
+    values.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    chunked = TemporalLPIPS(net="squeeze", reduction="none", chunk_size=1)(clip, target)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-7)
+    # time on another dim: (N, C, H, T, W)
+    moved = TemporalLPIPS(net="squeeze", dim=3, reduction="none")(clip.movedim(2, 3), target.movedim(2, 3))
+    torch.testing.assert_close(moved, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_temporal_lpips_is_zero_when_the_change_matches_and_errors_are_clear() -> None:
+    from perceptual_loss import TemporalLPIPS
+
+    loss = TemporalLPIPS(net="squeeze")
+    clip, target = _pair((1, 3, 3, 32, 32))
+    assert loss(clip, clip).item() == 0.0
+    frozen = clip[:, :, :1].expand(-1, -1, 3, -1, -1)  # a video that never moves flickers not, but is far off
+    assert loss(frozen, clip).item() > 0
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        loss(clip[:, :, :1], target[:, :, :1])
+    with pytest.raises(ValueError, match="5-D clips"):
+        loss(clip[:, :, 0], target[:, :, 0])
+    with pytest.raises(ValueError, match="dim must be the time dim"):
+        TemporalLPIPS(net="squeeze", dim=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tile'"):
+        TemporalLPIPS(net="squeeze", tile=256)

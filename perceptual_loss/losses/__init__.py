@@ -5,6 +5,7 @@ from .dists import DISTSComparison, DISTSLoss
 from .lpips import LPIPSComparison, LPIPSLoss
 from .perceptual import PerceptualComparison, PerceptualLoss
 from .style import StyleComparison, StyleLoss
+from .temporal import TemporalLPIPS
 
 __all__ = [
     "Comparison",
@@ -17,4 +18,5 @@ __all__ = [
     "PerceptualLoss",
     "StyleComparison",
     "StyleLoss",
+    "TemporalLPIPS",
 ]
