@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .backbones.inputs import IMAGES, InputSpec
+
 logger = logging.getLogger(__name__)
 
 Grayscale = Literal["repeat"] | None
@@ -24,14 +26,18 @@ RANGE_TOLERANCE = 0.25
 resampled images overshoot a little; ``[0, 255]`` or ``[-1, 1]`` data given for ``(0, 1)`` does not."""
 
 
-def check_image(x: Tensor, name: str, grayscale: Grayscale = None) -> Tensor:
+def check_image(x: Tensor, name: str, grayscale: Grayscale = None, spec: InputSpec = IMAGES) -> Tensor:
     """Check one ``(N, 3, H, W)`` floating-point image batch; returns it (repeated if grayscale).
+
+    ``spec``: what the trunk takes, for a 3-D one ``(N, C, D, H, W)`` volumes of its channels.
 
     Raises:
         TypeError: not a tensor, or an integer/bool dtype.
         ValueError: not 4-D, or a channel count other than 3 (1 is allowed with
             ``grayscale="repeat"``).
     """
+    if spec != IMAGES:
+        return _check_volume(x, name, spec)
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W); got {type(x).__name__}.")
     if x.dim() != 4:
@@ -60,11 +66,27 @@ def check_image(x: Tensor, name: str, grayscale: Grayscale = None) -> Tensor:
     return x
 
 
-def check_channels_each(pred: Tensor, target: Tensor) -> None:
-    """``channels="each"`` needs 4-D pairs with one channel count (its metadata checks, before the split)."""
+def _check_volume(x: Tensor, name: str, spec: InputSpec) -> Tensor:
+    """Check a ``(N, C, D, H, W)`` batch for a 3-D trunk of ``spec.channels`` input channels."""
+    expected = f"(N, {spec.channels}, D, H, W)"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {expected}; got {type(x).__name__}.")
+    if x.dim() != 5:
+        raise ValueError(f"{name} must be 5-D {expected} for this 3-D network; got shape {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}; expected floating-point volumes.")
+    if x.shape[1] != spec.channels:
+        fix = " Pass channels='each' to score each channel as its own volume." if spec.channels == 1 else ""
+        raise ValueError(f"{name} must have {spec.channels} channel(s) in dim 1; got shape {tuple(x.shape)}.{fix}")
+    return x
+
+
+def check_channels_each(pred: Tensor, target: Tensor, spec: InputSpec = IMAGES) -> None:
+    """``channels="each"`` needs 4-D pairs (5-D for a 3-D trunk) with one channel count (its
+    metadata checks, before the split)."""
     for name, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            check_image(x, name)  # raises, naming the fix
+        if not isinstance(x, Tensor) or x.dim() != 2 + spec.spatial_dims:
+            check_image(x, name, spec=spec)  # raises, naming the fix
     if pred.shape[1] != target.shape[1]:
         raise ValueError(
             f"pred and target must have the same channels; got {tuple(pred.shape)} and {tuple(target.shape)}."
@@ -80,6 +102,7 @@ def check_pair(
     fixed_size: int | None = None,
     grayscale: Grayscale = None,
     same_size: bool = True,
+    spec: InputSpec = IMAGES,
 ) -> tuple[Tensor, Tensor]:
     """Check a prediction/target pair of image batches; returns them (grayscale repeated).
 
@@ -94,8 +117,8 @@ def check_pair(
         TypeError, ValueError: see :func:`check_image`; plus mismatched shapes or devices and
             images smaller than ``min_size``.
     """
-    pred = check_image(pred, "pred", grayscale)
-    target = check_image(target, "target", grayscale)
+    pred = check_image(pred, "pred", grayscale, spec)
+    target = check_image(target, "target", grayscale, spec)
     if pred.device != target.device:
         raise ValueError(f"pred is on {pred.device} but target is on {target.device}; move both to one device.")
     if same_size and pred.shape != target.shape:
@@ -118,9 +141,9 @@ def check_size(x: Tensor, name: str, min_size: int, layers_note: str, fixed_size
             f"{name} of size {x.shape[-2]}x{x.shape[-1]} does not fit {layers_note}: the backbone takes "
             f"{fixed_size}x{fixed_size} images only. Pass resize={fixed_size} to resize them inside the loss."
         )
-    if min(x.shape[-2:]) < min_size:
+    if min(x.shape[2:]) < min_size:
         raise ValueError(
-            f"{name} of size {x.shape[-2]}x{x.shape[-1]} is too small for {layers_note}: height and "
+            f"{name} of size {'x'.join(map(str, x.shape[2:]))} is too small for {layers_note}: height and "
             f"width must be at least {min_size}. Use larger images, shallower layers, or resize=."
         )
 
@@ -218,6 +241,8 @@ def check_mask(mask: Tensor | None, pred: Tensor, check_values: bool, warned: li
         return None
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask must be a torch.Tensor of shape (N, 1, H, W) or None; got {type(mask).__name__}.")
+    if pred.dim() != 4:
+        raise ValueError(f"mask= weighs 2-D images; pred has shape {tuple(pred.shape)}. Score volumes without a mask.")
     n, _, height, width = pred.shape
     if (
         mask.dim() != 4

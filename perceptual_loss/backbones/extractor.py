@@ -16,6 +16,7 @@ from ..frozen import FrozenModule
 from ..weights import InvalidWeightsError, WeightsArg, load_backbone_state
 from . import classic
 from .classic import Pooling
+from .inputs import IMAGES, InputSpec, input_spec
 from .registry import (
     Backbone,
     Normalize,
@@ -209,6 +210,12 @@ class FeatureExtractor(FrozenModule):
             for tap, (base, view) in views.items():
                 self.tap_dims[tap] = self._plan_read(tap, base, view, info)
         self.fixed_size, self.min_size = _input_size_policy(self.backbone, self.resize, min_size, fixed_size)
+        self.input_spec = input_spec(backbone) if isinstance(backbone, nn.Module) else IMAGES
+        """The input the trunk takes: RGB images, or volumes ``(N, C, D, H, W)`` for a 3-D module."""
+        if self.input_spec.spatial_dims == 3 and self.resize is not None:
+            raise ValueError(
+                f"resize= resizes 2-D images; {self.backbone} takes volumes: resample them before the loss."
+            )
 
         if mean is None or std is None:
             default_mean, default_std = default_normalization(backbone, weights)
@@ -217,9 +224,10 @@ class FeatureExtractor(FrozenModule):
         # x_normalised = x * scale + shift  ==  ((x - low) / (high - low) - mean) / std, computed in
         # float64 and rounded once to the parameters' dtype (again on every .to(dtype): see _apply).
         mean_t, std_t = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
+        mean_t, std_t, shape = _statistics(self.backbone, self.input_spec, mean_t, std_t)
         self._affine = (
-            (1.0 / ((high - low) * std_t)).view(1, 3, 1, 1),
-            ((-low / (high - low) - mean_t) / std_t).view(1, 3, 1, 1),
+            (1.0 / ((high - low) * std_t)).view(shape),
+            ((-low / (high - low) - mean_t) / std_t).view(shape),
         )
         device = next(iter(self.layers.parameters()), torch.empty(0)).device
         self.scale = nn.Parameter(self._affine[0].to(device, torch.float32))
@@ -280,7 +288,7 @@ class FeatureExtractor(FrozenModule):
 
     def _normalized(self, images: Tensor) -> Tensor:
         x = images * self.scale + self.shift
-        if x.device.type in CHANNELS_LAST_DEVICES:
+        if x.device.type in CHANNELS_LAST_DEVICES and x.dim() == 4:
             # see _match_memory_format: the features come out channels_last, and every
             # comparison is written for either layout.
             x = x.contiguous(memory_format=torch.channels_last)
@@ -349,6 +357,19 @@ _PROBED: dict[tuple[str, tuple[str, ...], tuple[int, int] | None], graph.GraphIn
 """Probe results of torchvision trunks, by (model name, taps, probed size): their graphs never change."""
 
 
+def _statistics(backbone: str, spec: InputSpec, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Per-channel statistics and their broadcast shape: ``(1, C, 1, 1)``, ``(1, C, 1, 1, 1)`` for
+    volumes; one value for all channels where they are all equal (``normalize=False``)."""
+    spatial = (1,) * spec.spatial_dims
+    if spec == IMAGES or len(mean) == len(std) == spec.channels:
+        return mean, std, (1, len(mean), *spatial)
+    if bool((mean == mean[0]).all() and (std == std[0]).all()):
+        return mean[:1], std[:1], (1, 1, *spatial)
+    raise ValueError(
+        f"{backbone} takes {spec.channels}-channel input, but mean/std have {len(mean)} values: give one per channel."
+    )
+
+
 def _probe_size(resize: ResizePolicy) -> tuple[int, int] | None:
     """The one size a trunk is probed at when ``resize`` fixes it; ``None``: probe for the sizes it takes."""
     return resize if isinstance(resize, tuple) else None
@@ -383,13 +404,15 @@ def _graph_trunk(
     return trunk, info
 
 
-def _probe(trunk: nn.Module, name: str, hint: int, resize: ResizePolicy) -> graph.GraphInfo:
+def _probe(trunk: nn.Module, name: str, hint: int, resize: ResizePolicy, spec: InputSpec = IMAGES) -> graph.GraphInfo:
     """The trunk's probe, at the size ``resize`` fixes if it does; if the trunk refuses that size,
-    the error says which sizes it takes."""
+    the error says which sizes it takes. Volumes (``spec``) are probed as cubes of up to 256."""
     from . import graph
     from .tokens import patch_size
 
     size, patch = _probe_size(resize), patch_size(trunk)
+    if spec.spatial_dims == 3:
+        return graph.probe(trunk, name, limit=256, hint=min(hint, 64), patch=patch, spec=spec)
     if size is None:
         return graph.probe(trunk, name, hint=hint, patch=patch)
     try:
@@ -423,7 +446,7 @@ def _module_trunk(
     trunk = graph.truncated_module(model, traced, nodes, name)
     graph.own_tensors(trunk)
     _load_module_weights(module, trunk, weights, name)
-    info = _probe(trunk, name, native_size(module) or 224, resize)
+    info = _probe(trunk, name, native_size(module) or 224, resize, input_spec(module))
     graph.freeze_layers(trunk)
     return trunk, info
 
@@ -437,12 +460,13 @@ def _hooked_trunk(
 
     name = type(module).__name__
     trunk = hooks.HookedTrunk(model, taps, name)
-    info = _probe(trunk, name, native_size(module) or 224, resize)
-    entered, overwritten = _inspect(trunk, info.size)
+    spec = input_spec(module)
+    info = _probe(trunk, name, native_size(module) or 224, resize, spec)
+    entered, overwritten = _inspect(trunk, spec.shape(*info.size))
     trunk.clone = frozenset(overwritten)
     replaced = hooks.prune(model, entered)
     try:
-        _inspect(trunk, info.size, to_the_end=False)
+        _inspect(trunk, spec.shape(*info.size), to_the_end=False)
     except Exception:  # something dropped is used after all (e.g. a parameter read directly): keep all
         hooks.restore(replaced)
         replaced = []
@@ -471,18 +495,18 @@ def _size_note(info: graph.GraphInfo, patch: int | None) -> str:
     return f"It takes images of at least {info.min_size}x{info.min_size} pixels: pass resize=<size>{multiple}."
 
 
-def _inspect(trunk: nn.Module, size: tuple[int, int], to_the_end: bool = True) -> tuple[set[str], set[str]]:
-    """:func:`hooks.inspect_run` on a meta copy of ``trunk``, or for real where meta cannot run it."""
+def _inspect(trunk: nn.Module, shape: tuple[int, ...], to_the_end: bool = True) -> tuple[set[str], set[str]]:
+    """:func:`hooks.inspect_run` on a meta copy of ``trunk`` (input ``shape``), or for real where meta cannot run it."""
     from . import graph, hooks
 
     try:
-        x = torch.empty(1, 3, *size, device="meta")
+        x = torch.empty(shape, device="meta")
         return hooks.inspect_run(graph.meta_copy(trunk), x, to_the_end)  # type: ignore[arg-type]
     except hooks.TapError:
         raise
     except Exception:
         reference = next(iter(trunk.parameters()), torch.empty(0))
-        x = torch.zeros(1, 3, *size, device=reference.device, dtype=reference.dtype)
+        x = torch.zeros(shape, device=reference.device, dtype=reference.dtype)
         return hooks.inspect_run(trunk, x, to_the_end)  # type: ignore[arg-type]
 
 

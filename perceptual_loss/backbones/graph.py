@@ -40,6 +40,7 @@ from torchvision.models.feature_extraction import NodePathTracer
 
 from ..frozen import mode_free
 from .hooks import LOGITS
+from .inputs import IMAGES, InputSpec
 from .layers import FrozenBatchNorm, MaxPool2dRecomputingIndices
 
 logger = logging.getLogger(__name__)
@@ -343,8 +344,9 @@ def probe(
     hint: int = 224,
     size: tuple[int, int] | None = None,
     patch: int | None = None,
+    spec: InputSpec = IMAGES,
 ) -> GraphInfo:
-    """Smallest square input size, a fixed size if only one works (ViT: 224), and each tap's shape.
+    """Smallest square (or cubic, see ``spec``) input size, a fixed size if only one works (ViT: 224), and each tap's shape.
 
     Runs ``module`` on the meta device (nothing is computed) at a few sizes, assuming that a size
     that works makes every larger one work too, unless twice that size fails (then only that
@@ -354,13 +356,13 @@ def probe(
     """
     reference = next(iter(module.parameters()), torch.empty(0))
     try:
-        return _probe(_shape_only_copy(module), "meta", limit, hint, size, patch)
+        return _probe(_shape_only_copy(module), "meta", limit, hint, size, patch, spec)
     except _NothingFits as error:
         if reference.is_meta:
             raise ValueError(_nothing_fits_message(name, error)) from None
     with torch.no_grad():
         try:
-            return _probe(module, reference, limit, hint, size, patch)
+            return _probe(module, reference, limit, hint, size, patch, spec)
         except _NothingFits as error:
             raise ValueError(_nothing_fits_message(name, error)) from None
 
@@ -390,12 +392,18 @@ class _NothingFits(Exception):
 
 
 def _probe(
-    module: nn.Module, like: str | Tensor, limit: int, hint: int, size: tuple[int, int] | None, patch: int | None
+    module: nn.Module,
+    like: str | Tensor,
+    limit: int,
+    hint: int,
+    size: tuple[int, int] | None,
+    patch: int | None,
+    spec: InputSpec = IMAGES,
 ) -> GraphInfo:
     reasons: list[str] = []
 
     def run(height: int, width: int | None = None) -> dict[str, Tensor] | None:
-        shape = (1, 3, height, height if width is None else width)
+        shape = spec.shape(height) if width is None else spec.shape(height, width)
         if isinstance(like, str):
             x = torch.empty(shape, device=like)
         else:
@@ -405,7 +413,7 @@ def _probe(
         except Exception as error:
             reasons.append(f"{type(error).__name__}: {error}")
             return None
-        fits = all(v.dim() != 4 or min(v.shape[-2:]) >= 1 for v in out.values())
+        fits = all(v.dim() < 4 or min(v.shape[2:]) >= 1 for v in out.values())
         return out if fits else None
 
     def info(out: dict[str, Tensor], min_size: int, fixed: int | None, multiple: int | None = None) -> GraphInfo:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..weights import CLASSIC_IMAGENET_FILES, WeightsArg, weights_entry, weights_enum
 from . import classic
+from .inputs import input_spec
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,13 @@ def module_statistics(module: nn.Module) -> tuple[tuple[float, ...], tuple[float
             name = _TRANSFORMERS_STATISTICS[model_type]
             found = (*STATISTICS[name], f"its transformers model_type {model_type!r} ({name}'s statistics)")
     if found is None:
+        spec = input_spec(module)
+        if spec.spatial_dims == 3:
+            raise ValueError(
+                f"{type(module).__name__} takes {spec.channels}-channel volumes, for which no input statistics are "
+                "assumed (ImageNet's are for RGB images): pass normalize=False to feed the volumes as they are (e.g. "
+                "standardised ones, MedicalNet's convention), or mean=, std= (one value per channel)."
+            )
         logger.info("%s carries no input statistics: ImageNet's are used (set mean=, std= or normalize=)",
                     type(module).__name__)  # fmt: skip
         return IMAGENET_MEAN, IMAGENET_STD

@@ -308,6 +308,7 @@ class FeatureLoss(nn.Module):
             layers_note=self._layers_note,
             grayscale=self.grayscale if grayscale == "own" else grayscale,  # type: ignore[arg-type]
             same_size=self.comparison.same_size,
+            spec=self.extractor.input_spec,
         )
         check_module_compatible(pred, target, self.extractor.scale)
         if self.check_inputs:
@@ -355,7 +356,7 @@ class FeatureLoss(nn.Module):
 
     def _each_channel(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         """``channels="each"``: every channel as a grayscale image, values averaged over channels."""
-        check_channels_each(pred, target)
+        check_channels_each(pred, target, self.extractor.input_spec)
         n, c = pred.shape[:2]
         if target.shape[0] == 1 and n > 1:  # one style target for every prediction
             target = target.expand(n, *target.shape[1:])
