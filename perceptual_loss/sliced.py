@@ -153,6 +153,9 @@ def slice_means(value: Tensor, index: Tensor, batch: int, count: int) -> Tensor:
     """One dim's value from the wrapped loss's output on the slices ``index``: a scalar as it
     is (the loss reduced over the slices), or ``(k,)`` per-slice values averaged per sample to
     ``(batch,)`` (0 for a sample with no slice drawn)."""
+    if not isinstance(value, Tensor):
+        fix = " For CombinedLoss, pass slices= to it instead." if hasattr(value, "total") else ""
+        raise TypeError(f"SlicedLoss needs the wrapped loss to return a tensor; it returned {type(value).__name__}.{fix}")
     if value.dim() == 0:
         return value
     if value.shape != index.shape:

@@ -160,6 +160,10 @@ def test_bad_input_is_a_clear_error() -> None:
         SlicedLoss(loss, dims=(2,), ratio=0.1)(clip, target)
     with pytest.raises(ValueError, match="spatial map"):
         SlicedLoss(lambda p, t: (p - t).abs(), dims=(2,))(clip, target)
+    from perceptual_loss import CombinedLoss
+
+    with pytest.raises(TypeError, match="pass slices= to it"):
+        SlicedLoss(CombinedLoss(l1=1.0), dims=(2,))(clip, target)
 
 
 def test_criterion_scores_pixels_on_the_whole_clip_and_features_on_the_drawn_frames() -> None:
