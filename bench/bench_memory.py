@@ -15,6 +15,9 @@ Run (a few minutes on 2 CPU cores)::
     python bench/bench_memory.py
     python bench/bench_memory.py --loss perceptual --batch 16 --size 128 --chunks 0,2,8
     python bench/bench_memory.py --loss perceptual --batch 1 --size 2048 --chunks 0 --tiles 0,512 --steps 2
+    python bench/bench_memory.py --budgets 0,256MiB,512MiB,1GiB,2GiB     # the max_memory curve
+
+With ``--budgets``, the cases are ``max_memory`` budgets (0: none) instead of chunks and tiles.
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(loss_name: str, batch: int, size: int, chunk: int, tile: int, steps: int, grad_file: str) -> dict[str, float]:
+def child(
+    loss_name: str, batch: int, size: int, chunk: int, tile: int, steps: int, grad_file: str, budget: str = ""
+) -> dict[str, float]:
     import torch
 
     from perceptual_loss import DISTSLoss, LPIPSLoss, PerceptualLoss
 
     torch.manual_seed(0)  # the same random trunk in every process
     options = {"weights": None, "check_inputs": False, "chunk_size": chunk or None, "tile": tile or None}
+    options["max_memory"] = budget or None
     if loss_name.startswith("lpips"):
         loss = LPIPSLoss(net=loss_name.split("-")[1], **options)
     elif loss_name == "dists":
@@ -76,14 +82,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--chunks", default="0,4", help="comma list of chunk sizes; 0 = unchunked")
     parser.add_argument("--tiles", default="0", help="comma list of tile sizes; 0 = untiled")
+    parser.add_argument("--budgets", default="", help="comma list of max_memory budgets (e.g. 512MiB,1GiB); 0 = none")
     parser.add_argument("--steps", type=int, default=3, help="steps per case; the first is not timed")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tile", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--grad-file", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.loss, args.batch, args.size, args.chunk, args.tile, args.steps, args.grad_file)))
+        result = child(args.loss, args.batch, args.size, args.chunk, args.tile, args.steps, args.grad_file, args.budget)
+        print(json.dumps(result))
         return
     import torch
 
@@ -92,17 +101,19 @@ def main() -> None:
         f"batch {args.batch}x3x{args.size}x{args.size}, {args.steps} fwd+bwd steps per fresh process "
         "(median time of all but the first), random weights",
         "",
-        "| chunk_size | tile | peak RSS MB | above baseline MB | ms per step | vs the first | value, gradient vs the first |",
-        "|---|---|---:|---:|---:|---|---|",
+        "| chunk_size | tile | max_memory | peak RSS MB | above baseline MB | ms per step | vs the first | value, gradient vs the first |",
+        "|---|---|---|---:|---:|---:|---|---|",
     ]
     first: dict[str, Any] | None = None
     folder = tempfile.mkdtemp(prefix="bench_memory_")
-    cases = [(int(c), int(t)) for c in args.chunks.split(",") for t in args.tiles.split(",")]
-    for index, (chunk, tile) in enumerate(cases):
+    cases = [(int(c), int(t), "") for c in args.chunks.split(",") for t in args.tiles.split(",")]
+    if args.budgets:
+        cases = [(0, 0, "" if b == "0" else b) for b in args.budgets.split(",")]
+    for index, (chunk, tile, budget) in enumerate(cases):
         grad_file = os.path.join(folder, f"{index}.pt")
         command = [sys.executable, __file__, "--child", "--loss", args.loss, "--batch", str(args.batch)]
         command += ["--size", str(args.size), "--chunk", str(chunk), "--tile", str(tile), "--steps", str(args.steps)]
-        command += ["--grad-file", grad_file]
+        command += ["--grad-file", grad_file, "--budget", budget]
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         saved = torch.load(grad_file)
         above = result["peak_mb"] - result["baseline_mb"]
@@ -118,7 +129,7 @@ def main() -> None:
             grad_error = ((saved["grad"] - first["grad"]).abs().max() / first["grad"].abs().max()).item()
             agreement = f"{value_error:.1e} relative, {grad_error:.1e} of the largest"
         rows.append(
-            f"| {chunk or 'None'} | {tile or 'None'} | {result['peak_mb']:.0f} | {above:.0f} | {result['ms']:.0f} | "
+            f"| {chunk or 'None'} | {tile or 'None'} | {budget or 'None'} | {result['peak_mb']:.0f} | {above:.0f} | {result['ms']:.0f} | "
             f"{ratio} | {agreement} |"
         )
         os.remove(grad_file)

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
+from .budget import activation_bytes, describe, parse_memory
 from .chunks import check_positive, chunked_values
 from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
-from .losses._base import MaskMode, View, check_mask_mode, tap_masks
+from .losses._base import MaskMode, View, check_mask_mode, reduce, tap_masks
 from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
@@ -88,7 +89,7 @@ class CombinedLoss(nn.Module):
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
         weights: backbone weights for every term that does not set its own ``weights``:
             ``"imagenet"`` | a weights enum name | path | ``None`` (tests only).
-        input_range, grayscale, channels, check_inputs, mask_mode, chunk_size: as for every loss
+        input_range, grayscale, channels, check_inputs, mask_mode, chunk_size, max_memory: as for every loss
             (see :mod:`perceptual_loss.losses.options`); ``mask_mode`` applies to every backbone
             term, ``chunk_size`` to every term but the adversarial one: the criterion runs that
             many samples (slices, for 5-D input) at a time, each chunk's input gradient taken as
@@ -142,6 +143,7 @@ class CombinedLoss(nn.Module):
         chunk_size: int | None = None,
         channels: Channels = None,
         slices: Mapping[str, Any] | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
@@ -193,6 +195,10 @@ class CombinedLoss(nn.Module):
             self.extractors[key] = extractor
         self.mask_mode = mask_mode
         self.chunk_size = check_positive("chunk_size", chunk_size, "samples per chunk")
+        self.max_memory = parse_memory(max_memory)
+        if self.max_memory is not None and self.chunk_size is not None:
+            raise ValueError("max_memory= picks chunk_size itself: give max_memory or chunk_size, not both.")
+        self._plans: dict[tuple[Any, ...], int | None] = {}
         self.input_range = (low, high)
         self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
         fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}
@@ -352,9 +358,10 @@ class CombinedLoss(nn.Module):
         total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
         n = pred.shape[0]
         kinds = {"pixels": pixels, "features": features}
-        if self.chunk_size is None or n <= self.chunk_size or not (self._target_terms or self.tv_weight):
+        chunk_size = self._chunk_size(pred) if features else self.chunk_size
+        if chunk_size is None or n <= chunk_size or not (self._target_terms or self.tv_weight):
             for name, values in self._term_values(pred, target, mask, None, n, **kinds).items():
-                value = values.mean()
+                value = reduce(values, "mean")
                 parts[name] = value.detach()
                 total = total + self._weight(name) * value
             return total, parts
@@ -365,8 +372,26 @@ class CombinedLoss(nn.Module):
             chunks.append({name: v.detach() for name, v in values.items()})
             return torch.stack([self._weight(name) * v for name, v in values.items()]).sum(0)
 
-        total = total + chunked_values(chunk, pred, target, self.chunk_size).mean()
+        total = total + chunked_values(chunk, pred, target, chunk_size).mean()
         return total, {name: torch.cat([c[name] for c in chunks]).mean() for name in chunks[0]}
+
+    def _chunk_size(self, pred: Tensor) -> int | None:
+        """``chunk_size``, or what ``max_memory`` allows for every backbone's activations of ``pred``'s
+        shape (planned once per shape and dtype; see :mod:`perceptual_loss.budget`)."""
+        if self.max_memory is None or not self.extractors or torch.compiler.is_compiling():
+            return self.chunk_size
+        key = (tuple(pred.shape), pred.dtype)
+        if key not in self._plans:
+            per_sample = activation_bytes(list(self.extractors.values()), tuple(pred.shape[1:]), pred.dtype)
+            chunk = self.max_memory // per_sample
+            if chunk < 1:
+                logger.warning(
+                    "max_memory=%s is below what one sample of %s needs in this criterion's backbones (about %s): "
+                    "running one sample at a time.", describe(self.max_memory), tuple(pred.shape[1:]),
+                    describe(per_sample),
+                )  # fmt: skip
+            self._plans[key] = None if chunk >= pred.shape[0] else max(1, chunk)
+        return self._plans[key]
 
     def _sliced(self, pred: Tensor, target: Tensor | None, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """5-D input: pixel terms on the whole tensors, the rest on each dim's slices drawn, summed over dims."""

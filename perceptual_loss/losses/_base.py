@@ -7,6 +7,7 @@ a criterion run each backbone once and hand the same features to several compari
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,12 +21,15 @@ from ..backbones import Backbone, FeatureExtractor, Features, default_normalizat
 from ..backbones.classic import Pooling, TappedSequential
 from ..backbones.extractor import INSIDE_UNSUPPORTED, ResizePolicy, check_resize
 from ..backbones.registry import backbone_name, input_statistics
+from ..budget import activation_bytes, describe, parse_memory
 from ..chunks import check_positive, chunked_values
 from ..distances import DISTANCES, Distance, masks_at
 from ..tiles import TILE_UNSUPPORTED, TileGeometry, feature_sizes, image_masks, tiled_values
 from ..validation import Grayscale, check_channels_each, check_mask, check_module_compatible, check_pair, check_range
 from ..weights import WeightsArg
 from .options import READ_OPTIONS, VIEW_OPTIONS, ReadOptions, ViewOptions, check_options
+
+logger = logging.getLogger(__name__)
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")
@@ -56,9 +60,13 @@ def parse_layers(layers: Layers) -> dict[str, float]:
 
 
 def reduce(values: Tensor, reduction: Reduction) -> Tensor:
-    """``mean`` / ``sum`` over all elements, or ``none`` (values unchanged)."""
+    """``mean`` / ``sum`` over all elements, or ``none`` (values unchanged).
+
+    An empty batch (a filtered batch, a DDP rank with an empty shard) gives 0 for both ``mean``
+    and ``sum``, still attached to the inputs (their gradient is zeros), and ``(0,)`` for ``none``.
+    """
     if reduction == "mean":
-        return values.mean()
+        return values.mean() if values.numel() else values.sum()
     if reduction == "sum":
         return values.sum()
     return values
@@ -234,6 +242,7 @@ READ_DEFAULTS: dict[str, Any] = {
     "mask_mode": "area",
     "chunk_size": None,
     "tile": None,
+    "max_memory": None,
 }
 """The defaults of :class:`~perceptual_loss.losses.options.ReadOptions`."""
 
@@ -272,6 +281,22 @@ class FeatureLoss(nn.Module):
         self._layers_note = f"layers {list(self.extractor.taps)} of {self.extractor.backbone}"
         self.tile = check_positive("tile", read["tile"], "pixels per tile side")
         self._geometry = None if self.tile is None else self._tile_geometry(self.tile)
+        self.max_memory = parse_memory(read["max_memory"])
+        if self.max_memory is not None:
+            if self.chunk_size is not None or self.tile is not None:
+                raise ValueError(
+                    "max_memory= picks chunk_size and tile itself: give max_memory, or chunk_size/tile, not both."
+                )
+            if getattr(comparison, "spatial", False):
+                raise ValueError(
+                    "max_memory= may chunk the batch, which gives one value per sample: not with a spatial map."
+                )
+            try:
+                self._geometry = self._tile_geometry(1 << 30)
+            except ValueError:  # this loss cannot tile: the budget picks chunks only
+                self._geometry = None
+        self._plans: dict[tuple[Any, ...], tuple[int | None, int | None]] = {}
+        self._warned_budget = False
 
     def _tile_geometry(self, tile: int) -> TileGeometry:
         """The trunk's tile geometry, checking that ``tile=`` can apply to this loss."""
@@ -342,17 +367,63 @@ class FeatureLoss(nn.Module):
     def _forward(self, pred: Tensor, target: Tensor, mask: Tensor | None, grayscale: Grayscale | str = "own") -> Tensor:
         pred, target = self.check(pred, target, grayscale)
         mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
-        if self.chunk_size is None or pred.shape[0] <= self.chunk_size:
-            values = self.values(pred, target, mask)
+        chunk_size, tile = self.plan(pred)
+        if chunk_size is None or pred.shape[0] <= chunk_size:
+            values = self.values(pred, target, mask, tile)
         else:
             n = pred.shape[0]
 
             def chunk(samples: slice, p: Tensor, t: Tensor | None) -> Tensor:
                 assert t is not None
-                return self.values(p, t, mask[samples] if mask is not None and len(mask) == n else mask)
+                return self.values(p, t, mask[samples] if mask is not None and len(mask) == n else mask, tile)
 
-            values = chunked_values(chunk, pred, target, self.chunk_size)
+            values = chunked_values(chunk, pred, target, chunk_size)
         return reduce(values, self.reduction)
+
+    def plan(self, pred: Tensor) -> tuple[int | None, int | None]:
+        """``(chunk_size, tile)`` for a checked ``pred``: the options given, or what ``max_memory`` allows
+        (see :mod:`perceptual_loss.budget`; planned once per input shape and dtype)."""
+        if self.max_memory is None or torch.compiler.is_compiling():
+            return self.chunk_size, self.tile
+        key = (tuple(pred.shape), pred.dtype)
+        if key not in self._plans:
+            self._plans[key] = self._budget_plan(pred, self.max_memory)
+        return self._plans[key]
+
+    def _budget_plan(self, pred: Tensor, budget: int) -> tuple[int | None, int | None]:
+        n, shape = pred.shape[0], tuple(pred.shape[1:])
+        per_sample = activation_bytes([self.extractor], shape, pred.dtype)
+        if per_sample * n <= budget:
+            return None, None
+        if per_sample <= budget:
+            return budget // per_sample, None
+        if self._geometry is not None:
+            halo, height, width = self._geometry.halo, shape[-2], shape[-1]
+            sides = range(64 * max(1, -(-2 * halo // 64)), max(height, width), 64)
+
+            def need(side: int) -> int:
+                return activation_bytes(
+                    [self.extractor], (shape[0], min(height, side + 2 * halo), min(width, side + 2 * halo)), pred.dtype
+                )
+
+            low, high = 0, len(sides)  # need() grows with the side: the last fitting one by bisection
+            while low < high:
+                middle = (low + high) // 2
+                if need(sides[middle]) <= budget:
+                    low = middle + 1
+                else:
+                    high = middle
+            if low:
+                logger.info("max_memory=%s: %s tiled by %d pixels", describe(budget), tuple(pred.shape), sides[low - 1])
+                return 1, sides[low - 1]
+        if not self._warned_budget:
+            self._warned_budget = True
+            logger.warning(
+                "max_memory=%s is below what one sample of %s needs (about %s): running one sample at a time%s. "
+                "(warned once)", describe(budget), shape, describe(per_sample),
+                "" if self._geometry is None else ", and no tile fits either",
+            )  # fmt: skip
+        return 1, None
 
     def _each_channel(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         """``channels="each"``: every channel as a grayscale image, values averaged over channels."""
@@ -370,10 +441,12 @@ class FeatureLoss(nn.Module):
             return values / c  # the sum over samples of each one's mean over channels
         return values.reshape(n, c, *values.shape[1:]).mean(dim=1)
 
-    def values(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        """The comparison's unreduced values of a checked pair (``mask`` checked too)."""
-        if self.tile is not None and max(pred.shape[-2:]) > self.tile:
-            return self._tiled_values(pred, target, mask)
+    def values(self, pred: Tensor, target: Tensor, mask: Tensor | None = None, tile: int | None = None) -> Tensor:
+        """The comparison's unreduced values of a checked pair (``mask`` checked too), tile by
+        tile if larger than ``tile`` pixels (default the loss's own ``tile``)."""
+        tile = self.tile if tile is None else tile
+        if tile is not None and max(pred.shape[-2:]) > tile:
+            return self._tiled_values(pred, target, mask, tile)
         target_mask = mask if mask is not None and target.shape[-2:] == pred.shape[-2:] else None
         # The target first: whatever of its features the comparison does not keep (all of them
         # for Gram matrices) is freed before pred's forward pass saves its activations.
@@ -382,15 +455,15 @@ class FeatureLoss(nn.Module):
         masks = None if mask is None else self.tap_masks(mask, features)
         return self.comparison(features, prepared, (pred.shape[-2], pred.shape[-1]), masks)
 
-    def _tiled_values(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
-        assert self.tile is not None and self._geometry is not None
+    def _tiled_values(self, pred: Tensor, target: Tensor, mask: Tensor | None, tile: int) -> Tensor:
+        assert self._geometry is not None
         assert isinstance(self.extractor.layers, TappedSequential)
         if self.mask_mode == "inside" and mask is not None:
             full = self.extractor.inside_masks(mask, self.comparison.taps)
         else:
             sizes = feature_sizes(self.extractor.layers, pred.shape[-2], pred.shape[-1])
             full = image_masks(mask, {tap: sizes[tap] for tap in self.comparison.taps}, pred)
-        return tiled_values(self.extractor, self.comparison, pred, target, full, self.tile, self._geometry)
+        return tiled_values(self.extractor, self.comparison, pred, target, full, tile, self._geometry)
 
     @torch.inference_mode()
     def score_joint(self, pred: Tensor, target: Tensor) -> Tensor:

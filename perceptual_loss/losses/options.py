@@ -44,6 +44,10 @@ its documentation is written once, here.
   by tile, each grown by the receptive field's halo, with every feature equal to the untiled
   one (see :mod:`perceptual_loss.tiles`; classic trunks, terms that are means over positions:
   perceptual and LPIPS).
+- ``max_memory``: ``None`` (default) | a budget such as ``"2GiB"``, ``"512MB"`` or bytes: the
+  loss picks ``chunk_size`` (and, where it can tile and one sample does not fit, ``tile``) for
+  each input shape from the trunk's activation sizes (see :mod:`perceptual_loss.budget`); not
+  together with ``chunk_size`` or ``tile``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class ReadOptions(TypedDict, total=False):
     mask_mode: str
     chunk_size: int | None
     tile: int | None
+    max_memory: int | str | None
 
 
 class LossOptions(ViewOptions, ReadOptions, total=False):
