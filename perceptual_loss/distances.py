@@ -11,6 +11,7 @@ Shapes: a feature dict is ``{tap: (N, C, H, W)}``; results are ``(N,)`` (one val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, Literal
@@ -192,7 +193,7 @@ class _MeanDistance(torch.autograd.Function):
         saved = diff if squared else (diff > 0).view(torch.int8) - (diff < 0).view(torch.int8)
         values = diff.square() if squared else diff.abs_()
         if mask is None:
-            ctx.denominator, weights = float(diff[0].numel()), None
+            ctx.denominator, weights = float(math.prod(diff.shape[1:])), None
             ctx.save_for_backward(saved)
             return values.mean(dim=dims)
         weights = _float(mask)

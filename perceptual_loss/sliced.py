@@ -88,6 +88,8 @@ class Slicing:
         """
         total = batch * count
         draw_on = generator.device if generator is not None else torch.device("cpu")
+        if total == 0:  # an empty batch: nothing to draw
+            return torch.zeros(0, dtype=torch.long, device=draw_on if device is None else device)
         if self.per_sample is not None:
             if self.per_sample > count:
                 raise ValueError(
@@ -155,7 +157,9 @@ def slice_means(value: Tensor, index: Tensor, batch: int, count: int) -> Tensor:
     ``(batch,)`` (0 for a sample with no slice drawn)."""
     if not isinstance(value, Tensor):
         fix = " For CombinedLoss, pass slices= to it instead." if hasattr(value, "total") else ""
-        raise TypeError(f"SlicedLoss needs the wrapped loss to return a tensor; it returned {type(value).__name__}.{fix}")
+        raise TypeError(
+            f"SlicedLoss needs the wrapped loss to return a tensor; it returned {type(value).__name__}.{fix}"
+        )
     if value.dim() == 0:
         return value
     if value.shape != index.shape:

@@ -170,14 +170,24 @@ def check_range(
     checked = [("target", target)] if target is not None and not target_is_output else []
     if not warned[0]:
         checked += outputs
+    checked = [(name, x) for name, x in checked if x.numel()]  # an empty batch has no values to check
     if not checked:
         return
     values = torch.stack([v for _, x in checked for v in torch.aminmax(x.detach())]).tolist()
     for index, (name, _) in enumerate(checked):
         v_min, v_max = values[2 * index : 2 * index + 2]
         is_data = name == "target" and not target_is_output
-        if is_data and not (math.isfinite(v_min) and math.isfinite(v_max)):
+        finite = math.isfinite(v_min) and math.isfinite(v_max)
+        if is_data and not finite:
             raise ValueError("target contains NaN or Inf values; check the data pipeline.")
+        if not finite:
+            warned[0] = True
+            logger.warning(
+                "%s contains NaN or Inf values, so the loss is NaN too: the network that produced it has most likely "
+                "diverged (lower the learning rate, clip gradients, or look for fp16 overflow). (warned once)",
+                name,
+            )
+            return
         if low - margin <= v_min and v_max <= high + margin:
             continue
         if is_data:
@@ -261,6 +271,8 @@ def check_mask(mask: Tensor | None, pred: Tensor, check_values: bool, warned: li
     elif not mask.is_floating_point():
         raise TypeError(f"mask has dtype {mask.dtype}; pass bool, or float weights in [0, 1].")
     if check_values and not torch.compiler.is_compiling():
+        if not mask.numel():
+            return mask
         low, high, empty = torch.stack(
             [mask.min(), mask.max(), (mask.flatten(1).sum(1) == 0).any().to(mask.dtype)]
         ).tolist()
