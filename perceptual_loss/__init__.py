@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "evaluate_folders": "evaluate",
     "FrozenModule": "frozen",
     "Comparison": "losses",
+    "ContextualComparison": "losses",
+    "ContextualLoss": "losses",
     "DISTSComparison": "losses",
     "DISTSLoss": "losses",
     "FeatureLoss": "losses",
@@ -47,6 +49,15 @@ _EXPORTS: dict[str, str] = {
     "StyleLoss": "losses",
     "TemporalLPIPS": "losses",
     "charbonnier_distance": "pixel",
+    "SSIMLoss": "structural",
+    "MSSSIMLoss": "structural",
+    "ssim": "structural",
+    "ms_ssim": "structural",
+    "FocalFrequencyLoss": "frequency",
+    "FFTLoss": "frequency",
+    "focal_frequency_distance": "frequency",
+    "fft_distance": "frequency",
+    "contextual_distance": "distances",
     "SlicedLoss": "sliced",
     "Slicing": "sliced",
     "take_slices": "sliced",
@@ -63,6 +74,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from .backbones import TAPS, FeatureExtractor, available_taps, list_backbones
     from .criterion import CombinedLoss, LossOutput
     from .distances import (
+        contextual_distance,
         dists_distance,
         feature_distance,
         gram_matrices,
@@ -72,9 +84,12 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         style_distance,
     )
     from .evaluate import EvaluationError, EvaluationResult, evaluate_folders
+    from .frequency import FFTLoss, FocalFrequencyLoss, fft_distance, focal_frequency_distance
     from .frozen import FrozenModule
     from .losses import (
         Comparison,
+        ContextualComparison,
+        ContextualLoss,
         DISTSComparison,
         DISTSLoss,
         FeatureLoss,
@@ -88,6 +103,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     )
     from .pixel import charbonnier_distance, l1_distance, l2_distance, total_variation
     from .sliced import SlicedLoss, Slicing, take_slices
+    from .structural import MSSSIMLoss, SSIMLoss, ms_ssim, ssim
     from .weights import InvalidWeightsError, MissingWeightsError, imagenet_weights_path
 
 
@@ -109,20 +125,26 @@ __all__ = [
     "TAPS",
     "CombinedLoss",
     "Comparison",
+    "ContextualComparison",
+    "ContextualLoss",
     "DISTSComparison",
     "DISTSLoss",
     "EvaluationError",
     "EvaluationResult",
+    "FFTLoss",
     "FeatureExtractor",
     "FeatureLoss",
+    "FocalFrequencyLoss",
     "FrozenModule",
     "InvalidWeightsError",
     "LPIPSComparison",
     "LPIPSLoss",
     "LossOutput",
+    "MSSSIMLoss",
     "MissingWeightsError",
     "PerceptualComparison",
     "PerceptualLoss",
+    "SSIMLoss",
     "SlicedLoss",
     "Slicing",
     "StyleComparison",
@@ -132,10 +154,13 @@ __all__ = [
     "adaptive_weight",
     "available_taps",
     "charbonnier_distance",
+    "contextual_distance",
     "discriminator_loss",
     "dists_distance",
     "evaluate_folders",
     "feature_distance",
+    "fft_distance",
+    "focal_frequency_distance",
     "generator_loss",
     "gram_matrices",
     "gram_matrix",
@@ -144,7 +169,9 @@ __all__ = [
     "l2_distance",
     "list_backbones",
     "lpips_distance",
+    "ms_ssim",
     "normalize_channels",
+    "ssim",
     "style_distance",
     "take_slices",
     "total_variation",

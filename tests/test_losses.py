@@ -302,7 +302,7 @@ def test_gram_matrix_equals_the_plain_formula_with_its_gradient(layout: torch.me
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_split_k_gram_equals_one_product(shape: tuple[int, ...], layout: torch.memory_format) -> None:
     """The chunked product CUDA uses (it runs only there) equals the plain one, any size and layout."""
-    from perceptual_loss.distances import _as_rows, _split_k_gram
+    from perceptual_loss.distances.gram import _as_rows, _split_k_gram
 
     features = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
     rows = _as_rows(features)

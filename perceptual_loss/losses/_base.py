@@ -413,9 +413,12 @@ class FeatureLoss(nn.Module):
                     low = middle + 1
                 else:
                     high = middle
-            if low:
-                logger.info("max_memory=%s: %s tiled by %d pixels", describe(budget), tuple(pred.shape), sides[low - 1])
-                return 1, sides[low - 1]
+            if low:  # as few tiles as the largest fitting side needs, made even (no thin last tile)
+                longest = max(height, width)
+                pieces = -(-longest // sides[low - 1])
+                tile = 64 * -(-longest // (64 * pieces))
+                logger.info("max_memory=%s: %s tiled by %d pixels", describe(budget), tuple(pred.shape), tile)
+                return 1, tile
         if not self._warned_budget:
             self._warned_budget = True
             logger.warning(
