@@ -23,12 +23,22 @@ from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .budget import activation_bytes, describe, parse_memory
 from .chunks import check_positive, chunked_values
-from .losses import Comparison, DISTSComparison, LPIPSComparison, PerceptualComparison, StyleComparison
+from .frequency import fft_distance, focal_frequency_distance
+from .losses import (
+    Comparison,
+    ContextualComparison,
+    DISTSComparison,
+    LPIPSComparison,
+    PerceptualComparison,
+    StyleComparison,
+)
 from .losses._base import MaskMode, View, check_mask_mode, reduce, tap_masks
 from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .sliced import VOLUME_DIMS, Slicing, check_volumes, take_slices
+from .structural import ms_ssim as ms_ssim_index
+from .structural import ssim as ssim_index
 from .validation import (
     Channels,
     Grayscale,
@@ -49,7 +59,16 @@ _COMPARISONS: dict[str, type[Comparison]] = {
     "style": StyleComparison,
     "lpips": LPIPSComparison,
     "dists": DISTSComparison,
+    "contextual": ContextualComparison,
 }
+
+_IMAGE_TERM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ssim": ("win_size", "sigma", "k"),
+    "ms_ssim": ("win_size", "sigma", "k", "weights"),
+    "focal_frequency": ("alpha", "patch_factor", "log_matrix"),
+    "fft": ("norm",),
+}
+"""The image terms (no backbone) beside the pixel ones, and the options each takes in ``CombinedLoss``."""
 
 
 class LossOutput(NamedTuple):
@@ -84,6 +103,16 @@ class CombinedLoss(nn.Module):
             :class:`~perceptual_loss.LPIPSLoss` (no ``spatial``).
         dists: ``{"weight": w}`` (and ``dists_weights``, ``resize`` as in
             :class:`~perceptual_loss.DISTSLoss`): DISTS on its own L2-pooled VGG16 pass.
+        ssim, ms_ssim: ``1 - SSIM`` and ``1 - MS-SSIM`` (as :class:`~perceptual_loss.SSIMLoss`,
+            on the images mapped from ``input_range`` to ``[0, 1]``): a weight, or ``{"weight": w,
+            "win_size": 11, "sigma": 1.5, "k": (0.01, 0.03)}`` (``"weights"`` for MS-SSIM's
+            scales). Zhao et al.'s mix: ``l1=0.16, ms_ssim=0.84``.
+        focal_frequency: a weight or ``{"weight": w, "alpha": 1.0, "patch_factor": 1,
+            "log_matrix": False}`` (:func:`~perceptual_loss.focal_frequency_distance`).
+        fft: a weight or ``{"weight": w, "norm": "backward"}``: the FFT L1 of deblurring models.
+        contextual: ``{"weight": w, "layers": ["relu4_2"], "backbone": "vgg19", "bandwidth":
+            0.5, "spatial_weight": 0.0}`` as :class:`~perceptual_loss.ContextualLoss`, sharing the
+            backbone's pass with the other terms on it.
         tv: weight of total variation of the prediction.
         adversarial: ``{"weight": w, "kind": "vanilla"|"lsgan"|"hinge"|"wgan"|"relativistic",
             "adaptive": False, "start_step": 0, "max_weight": 1e4}``; see :meth:`forward`.
@@ -144,15 +173,28 @@ class CombinedLoss(nn.Module):
         channels: Channels = None,
         slices: Mapping[str, Any] | None = None,
         max_memory: int | str | None = None,
+        ssim: float | Mapping[str, Any] | None = None,
+        ms_ssim: float | Mapping[str, Any] | None = None,
+        focal_frequency: float | Mapping[str, Any] | None = None,
+        fft: float | Mapping[str, Any] | None = None,
+        contextual: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
+        self._image_options: dict[str, dict[str, Any]] = {}
+        for kind, config in (("ssim", ssim), ("ms_ssim", ms_ssim), ("focal_frequency", focal_frequency), ("fft", fft)):
+            weight, options = _image_term(kind, config)
+            if weight:
+                self.pixel_weights[kind], self._image_options[kind] = weight, options
         self.charbonnier_eps = float(charbonnier_eps)
         self.tv_weight = float(tv)
         self.term_weights: dict[str, float] = {}
         self.comparisons = nn.ModuleDict()
         term_backbone_weights: dict[str, WeightsArg] = {}
-        for kind, config in (("perceptual", perceptual), ("style", style), ("lpips", lpips), ("dists", dists)):
+        backbone_terms = (
+            ("perceptual", perceptual), ("style", style), ("lpips", lpips), ("dists", dists), ("contextual", contextual),
+        )  # fmt: skip
+        for kind, config in backbone_terms:
             for name, weight, options in _term_configs(kind, config):
                 term_backbone_weights[name] = options.pop("weights", weights)
                 self.term_weights[name], self.comparisons[name] = weight, _build_comparison(kind, options)
@@ -455,6 +497,8 @@ class CombinedLoss(nn.Module):
             assert reference is not None
             if name == "charbonnier":
                 values[name] = charbonnier_distance(pred, reference, self.charbonnier_eps, mask)
+            elif name in self._image_options:
+                values[name] = _image_values(name, self._image_options[name], self.input_range, pred, reference, mask)
             else:
                 values[name] = PIXEL_DISTANCES[name](pred, reference, mask)
         if not features:
@@ -580,6 +624,55 @@ def _each_channel(
     gray = [None if x is None else x.reshape(n * c, 1, *x.shape[2:]) for x in (pred, target)]
     assert gray[0] is not None
     return gray[0], gray[1], mask
+
+
+def _image_term(kind: str, config: float | Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """``(weight, options)`` of an image term given as a weight or ``{"weight": w, ...options}``."""
+    if config is None:
+        return 0.0, {}
+    if isinstance(config, (int, float)) and not isinstance(config, bool):
+        weight, options = float(config), {}
+    elif isinstance(config, Mapping):
+        options = dict(config)
+        weight = float(options.pop("weight", 1.0))
+        unknown = sorted(set(options) - set(_IMAGE_TERM_OPTIONS[kind]))
+        if unknown:
+            extra = (
+                " (ave_spectrum and batch_matrix mix the samples: use FocalFrequencyLoss for them)"
+                if kind == "focal_frequency"
+                else ""
+            )
+            raise TypeError(
+                f"Unknown {kind} option(s) {unknown}; valid: weight, {', '.join(_IMAGE_TERM_OPTIONS[kind])}{extra}."
+            )
+    else:
+        raise TypeError(f"{kind} must be a weight or a mapping like {{'weight': 0.84}}; got {type(config).__name__}.")
+    if not (weight >= 0 and weight != float("inf")):
+        raise ValueError(f"{kind} weight must be finite and >= 0; got {weight!r}.")
+    return weight, options
+
+
+def _image_values(
+    kind: str,
+    options: Mapping[str, Any],
+    input_range: tuple[float, float],
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor | None,
+) -> Tensor:
+    """``(N,)`` values of an image term; SSIM and MS-SSIM see the images mapped to ``[0, 1]``."""
+    if mask is not None and kind != "ssim":
+        raise ValueError(f"The {kind} term takes no mask (it mixes every region of the image); drop it or the mask.")
+    if kind in ("ssim", "ms_ssim"):
+        low, high = input_range
+        if (low, high) != (0.0, 1.0):
+            pred, target = (pred - low) / (high - low), (target - low) / (high - low)
+        if kind == "ssim":
+            return 1 - ssim_index(pred, target, 1.0, mask=mask, **options)
+        return 1 - ms_ssim_index(pred, target, 1.0, **options)
+    if kind == "focal_frequency":
+        return focal_frequency_distance(pred, target, **options)
+    return fft_distance(pred, target, **options)
 
 
 def _parse_slices(config: Mapping[str, Any]) -> Slicing:

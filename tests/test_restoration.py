@@ -186,3 +186,57 @@ def test_contextual_loss_on_vgg_features_with_unaligned_targets() -> None:
         ContextualLoss(["relu2_2"], spatial_weight=0.1)(x, torch.rand(2, 3, 40, 56))
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         ContextualComparison(bandwidth=0)
+
+
+def test_the_criterion_takes_every_restoration_term() -> None:
+    from perceptual_loss import CombinedLoss, PerceptualLoss
+
+    x, y = _pair((2, 3, 176, 176))
+    criterion = CombinedLoss(
+        l1=0.16, ms_ssim=0.84, ssim={"weight": 0.5, "win_size": 7}, fft=0.1, focal_frequency={"weight": 2.0, "alpha": 2.0},
+        perceptual={"layers": ["relu2_2"], "backbone": "vgg19", "weight": 0.1},
+        contextual={"layers": ["relu3_4"], "weight": 0.2},
+    )  # fmt: skip
+    pred = x.clone().requires_grad_()
+    total, parts = criterion(pred, y)
+    total.backward()
+    assert len(criterion.extractors) == 1, "contextual shares VGG19's pass with the perceptual term"
+    expected = {
+        "l1": (x - y).abs().mean(),
+        "ms_ssim": MSSSIMLoss()(x, y),
+        "ssim": SSIMLoss(win_size=7)(x, y),
+        "fft": FFTLoss()(x, y),
+        "focal_frequency": FocalFrequencyLoss(alpha=2.0)(x, y),
+        "perceptual": PerceptualLoss(["relu2_2"], backbone="vgg19")(x, y),
+        "contextual": ContextualLoss(["relu3_4"])(x, y),
+    }
+    assert parts.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(parts[name], value, rtol=1e-5, atol=1e-7, msg=name)
+    weights = {
+        "l1": 0.16,
+        "ms_ssim": 0.84,
+        "ssim": 0.5,
+        "fft": 0.1,
+        "focal_frequency": 2.0,
+        "perceptual": 0.1,
+        "contextual": 0.2,
+    }
+    torch.testing.assert_close(total.detach(), sum(weights[k] * parts[k] for k in weights))
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_criterion_ssim_reads_the_input_range_and_refuses_masks_where_meaningless() -> None:
+    from perceptual_loss import CombinedLoss
+
+    x, y = _pair((2, 3, 32, 32))
+    signed = CombinedLoss(ssim=1.0, input_range=(-1, 1))(2 * x - 1, 2 * y - 1)
+    torch.testing.assert_close(signed.total, SSIMLoss()(x, y))
+    mask = torch.ones(1, 1, 32, 32)
+    torch.testing.assert_close(CombinedLoss(ssim=1.0)(x, y, mask=mask).total, SSIMLoss()(x, y))
+    with pytest.raises(ValueError, match="fft term takes no mask"):
+        CombinedLoss(fft=1.0)(x, y, mask=mask)
+    with pytest.raises(TypeError, match="ave_spectrum and batch_matrix mix the samples"):
+        CombinedLoss(focal_frequency={"ave_spectrum": True})
+    with pytest.raises(ValueError, match="weight must be finite"):
+        CombinedLoss(ssim=-1.0)
