@@ -1,6 +1,6 @@
 """The ``perceptual-loss`` command line (also ``python -m perceptual_loss``).
 
-    perceptual-loss eval DIR0 DIR1 [--metrics lpips,psnr,ssim,dists] [--net alex|vgg|squeeze]
+    perceptual-loss eval DIR0 DIR1 [--metrics lpips,psnr,ssim,dists,ms_ssim] [--net alex|vgg|squeeze]
         [--version 0.1|0.0] [--batch-size N] [--device cpu|cuda] [--output results.csv|.json]
         [--resume] [--journal DIR] [--y-channel] [--crop N] [--resize bicubic] [--strict]
         [--weights imagenet|PATH] [--timeout SECONDS]
@@ -28,7 +28,7 @@ from typing import Any
 
 from . import __version__
 
-METRIC_NAMES = ("lpips", "psnr", "ssim", "dists")
+METRIC_NAMES = ("lpips", "psnr", "ssim", "dists", "ms_ssim")
 DEFAULT_METRIC_NAMES = ("lpips", "psnr", "ssim")
 # The same tuples as perceptual_loss.evaluate.METRICS / DEFAULT_METRICS (a test checks), kept here
 # so that parsing the arguments imports no torch.

@@ -37,6 +37,7 @@ from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .sliced import VOLUME_DIMS, Slicing, check_volumes, take_slices
+from .structural import MS_SSIM_WEIGHTS
 from .structural import ms_ssim as ms_ssim_index
 from .structural import ssim as ssim_index
 from .validation import (
@@ -242,7 +243,10 @@ class CombinedLoss(nn.Module):
             raise ValueError("max_memory= picks chunk_size itself: give max_memory or chunk_size, not both.")
         self._plans: dict[tuple[Any, ...], int | None] = {}
         self.input_range = (low, high)
-        self.min_size = max([2 if self.tv_weight else 1] + [self._extractor(k).min_size for k in self._views])
+        self.min_size = max(
+            [2 if self.tv_weight else 1, *(_image_min_size(k, o) for k, o in self._image_options.items())]
+            + [self._extractor(k).min_size for k in self._views]
+        )
         fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}
         if len(fixed_sizes) > 1:
             raise ValueError(
@@ -650,6 +654,16 @@ def _image_term(kind: str, config: float | Mapping[str, Any] | None) -> tuple[fl
     if not (weight >= 0 and weight != float("inf")):
         raise ValueError(f"{kind} weight must be finite and >= 0; got {weight!r}.")
     return weight, options
+
+
+def _image_min_size(kind: str, options: Mapping[str, Any]) -> int:
+    """The smallest side an image term takes: SSIM's window, MS-SSIM's window at its coarsest scale."""
+    window = int(options.get("win_size", 11))
+    if kind == "ssim":
+        return window
+    if kind == "ms_ssim":
+        return (window - 1) * 2 ** (len(options.get("weights", MS_SSIM_WEIGHTS)) - 1) + 1
+    return 1
 
 
 def _image_values(

@@ -89,6 +89,25 @@ def test_dists_equals_the_reference_per_file(folders) -> None:
     assert main(["eval", str(out), str(gt), "--metrics", "dists", "--quiet"]) == 0
 
 
+def test_ms_ssim_equals_pytorch_msssim_per_file(tmp_path: Path) -> None:
+    pytorch_msssim = pytest.importorskip("pytorch_msssim")
+    rng = np.random.default_rng(1)
+    out, gt = tmp_path / "out", tmp_path / "gt"
+    for name, size in [("a.png", (176, 200)), ("b.png", (176, 200)), ("c.png", (192, 170))]:
+        reference = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        save(gt / name, reference)
+        save(
+            out / name, np.clip(reference.astype(int) + rng.integers(-30, 31, reference.shape), 0, 255).astype(np.uint8)
+        )
+    result = evaluate_folders(out, gt, metrics=["ms_ssim"], batch_size=2)
+    assert len(result.rows) == 3 and not result.failures
+    for row in result.rows:
+        a, b = load_image(out / str(row["name"]))[None], load_image(gt / str(row["name"]))[None]
+        expected = pytorch_msssim.ms_ssim(a, b, data_range=1.0).item()
+        assert float(row["ms_ssim"]) == pytest.approx(expected, abs=1e-6)
+    assert main(["eval", str(out), str(gt), "--metrics", "ms_ssim,psnr", "--quiet"]) == 0
+
+
 def test_batch_size_does_not_change_results(folders) -> None:
     one = evaluate_folders(*folders, batch_size=1, metrics=["lpips", "ssim"])
     many = evaluate_folders(*folders, batch_size=8, metrics=["lpips", "ssim"])

@@ -36,7 +36,7 @@ CONFIGS = ["eval", "train"] + sorted(
 def test_config_tree_is_complete() -> None:
     expected = {
         "train", "eval", "model/espcn", "model/edsr", "data/embedded", "data/folder",
-        "loss/l1", "loss/perceptual", "loss/perceptual_style", "loss/lpips", "loss/gan", "loss/real_esrgan",
+        "loss/l1", "loss/perceptual", "loss/perceptual_style", "loss/lpips", "loss/gan", "loss/real_esrgan", "loss/l1_ms_ssim",
         "trainer/cpu", "trainer/gpu", "trainer/ddp",
         "experiment/sr_l1", "experiment/sr_perceptual", "experiment/sr_lpips", "experiment/sr_gan",
     }  # fmt: skip
@@ -82,7 +82,8 @@ def test_config_composes_and_instantiates(name: str, folder: Path) -> None:
         assert cfg.loss.weights == "auto"
         criterion, resolved = build_criterion(cfg.loss)
         assert isinstance(criterion, CombinedLoss) and resolved.arg == "imagenet"  # conftest's cached files
-        pred, target = torch.rand(2, 3, 32, 32, requires_grad=True), torch.rand(2, 3, 32, 32)
+        size = max(32, criterion.min_size)  # MS-SSIM's five scales need 161 pixels
+        pred, target = torch.rand(2, 3, size, size, requires_grad=True), torch.rand(2, 3, size, size)
         total, parts = criterion(pred, target, fake_logits=torch.randn(2, 1), real_logits=torch.randn(2, 1), step=10**6)
         total.backward()
         assert torch.isfinite(total) and pred.grad is not None and "l1" in parts

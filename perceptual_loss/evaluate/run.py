@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..metrics import crop_border, psnr, rgb_to_y, ssim
+from ..structural import ms_ssim
 from ..weights import WeightsArg
 from .distributed import Shard
 from .images import Loaded, Resize, decode_pair, default_workers, image_size, to_unit_batch
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("lpips", "psnr", "ssim", "dists")
+METRICS = ("lpips", "psnr", "ssim", "dists", "ms_ssim")
 """Every metric the evaluator knows. DISTS needs ``pip install 'perceptual-loss[dists]'``."""
 DEFAULT_METRICS = ("lpips", "psnr", "ssim")
 DECODE_AHEAD = 2
@@ -81,7 +82,9 @@ def evaluate_folders(
 
     Args:
         first, second: folders, e.g. model outputs and ground truth.
-        metrics: any of ``"lpips"``, ``"psnr"``, ``"ssim"``, ``"dists"`` (default: the first
+        metrics: any of ``"lpips"``, ``"psnr"``, ``"ssim"``, ``"dists"``, ``"ms_ssim"``
+            (``pytorch_msssim.ms_ssim``'s, on the same Y channel and crop as PSNR and SSIM; sides
+            over 160 pixels) (default: the first
             three). DISTS equals ``DISTS_pytorch.DISTS`` on the images as they are (no resize).
         net, version, weights: the LPIPS model (see :class:`~perceptual_loss.LPIPSLoss`);
             ``weights`` is a path only for LPIPS: DISTS always reads VGG16's ImageNet file, or
@@ -384,6 +387,8 @@ class _Scoring:
                 values["psnr"] = psnr(ya, yb)
             if "ssim" in self.metrics:
                 values["ssim"] = ssim(ya, yb)
+            if "ms_ssim" in self.metrics:
+                values["ms_ssim"] = ms_ssim(ya, yb, data_range=1.0)
         except ValueError as error:  # e.g. smaller than LPIPS', DISTS' or SSIM's minimum size
             failures.extend((name, str(error)) for name in names)
             return []
