@@ -22,6 +22,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -84,3 +85,47 @@ def describe(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a budget allows for one input shape: ``chunk_size`` and ``tile`` (``None``: not
+    needed), the bytes one sample needs, and whether the budget is met at all."""
+
+    chunk_size: int | None
+    tile: int | None
+    per_sample: int
+    met: bool = True
+
+
+def plan_memory(
+    extractors: Sequence[nn.Module], shape: Sequence[int], dtype: torch.dtype, budget: int, halo: int | None = None
+) -> Plan:
+    """The plan for a batch of ``shape`` ``(N, C, H, W)`` under ``budget`` bytes (see the module doc);
+    ``halo``: the trunk's tile halo where the loss can tile, else ``None``."""
+    n, sample = shape[0], tuple(shape[1:])
+    per_sample = activation_bytes(extractors, sample, dtype)
+    if per_sample * n <= budget:
+        return Plan(None, None, per_sample)
+    if per_sample <= budget:
+        return Plan(budget // per_sample, None, per_sample)
+    if halo is not None:
+        height, width = sample[-2], sample[-1]
+        sides = range(64 * max(1, -(-2 * halo // 64)), max(height, width), 64)
+
+        def need(side: int) -> int:
+            crop = (sample[0], min(height, side + 2 * halo), min(width, side + 2 * halo))
+            return activation_bytes(extractors, crop, dtype)
+
+        low, high = 0, len(sides)  # need() grows with the side: the last fitting one by bisection
+        while low < high:
+            middle = (low + high) // 2
+            if need(sides[middle]) <= budget:
+                low = middle + 1
+            else:
+                high = middle
+        if low:  # as few tiles as the largest fitting side needs, made even (no thin last tile)
+            longest = max(height, width)
+            pieces = -(-longest // sides[low - 1])
+            return Plan(1, 64 * -(-longest // (64 * pieces)), per_sample)
+    return Plan(1, None, per_sample, met=False)

@@ -10,7 +10,6 @@ the target pass.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,57 +18,39 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import Tensor, nn
 
-from .adversarial import ADVERSARIAL_KINDS, adaptive_weight, generator_loss
+from .adversarial import adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
-from .budget import activation_bytes, describe, parse_memory
+from .budget import describe, parse_memory, plan_memory
 from .chunks import check_positive, chunked_values
-from .frequency import fft_distance, focal_frequency_distance
 from .losses import (
     Comparison,
-    ContextualComparison,
-    DISTSComparison,
-    LPIPSComparison,
-    PerceptualComparison,
-    StyleComparison,
 )
 from .losses._base import MaskMode, View, check_mask_mode, reduce, tap_masks
-from .losses.options import VIEW_OPTIONS
-from .losses.perceptual import preset_arguments
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
-from .sliced import VOLUME_DIMS, Slicing, check_volumes, take_slices
-from .structural import MS_SSIM_WEIGHTS
-from .structural import ms_ssim as ms_ssim_index
-from .structural import ssim as ssim_index
+from .sliced import check_volumes, take_slices
+from .terms import (
+    build_comparison,
+    image_min_size,
+    image_term,
+    image_values,
+    parse_adversarial,
+    parse_slices,
+    term_configs,
+)
 from .validation import (
     Channels,
     Grayscale,
-    check_channels_each,
     check_image,
     check_mask,
     check_module_compatible,
     check_pair,
     check_range,
     check_size,
+    split_channels,
 )
 from .weights import WeightsArg
 
 logger = logging.getLogger(__name__)
-
-_COMPARISONS: dict[str, type[Comparison]] = {
-    "perceptual": PerceptualComparison,
-    "style": StyleComparison,
-    "lpips": LPIPSComparison,
-    "dists": DISTSComparison,
-    "contextual": ContextualComparison,
-}
-
-_IMAGE_TERM_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ssim": ("win_size", "sigma", "k"),
-    "ms_ssim": ("win_size", "sigma", "k", "weights"),
-    "focal_frequency": ("alpha", "patch_factor", "log_matrix"),
-    "fft": ("norm",),
-}
-"""The image terms (no backbone) beside the pixel ones, and the options each takes in ``CombinedLoss``."""
 
 
 class LossOutput(NamedTuple):
@@ -184,7 +165,7 @@ class CombinedLoss(nn.Module):
         self.pixel_weights = {name: float(w) for name, w in (("l1", l1), ("l2", l2), ("charbonnier", charbonnier)) if w}
         self._image_options: dict[str, dict[str, Any]] = {}
         for kind, config in (("ssim", ssim), ("ms_ssim", ms_ssim), ("focal_frequency", focal_frequency), ("fft", fft)):
-            weight, options = _image_term(kind, config)
+            weight, options = image_term(kind, config)
             if weight:
                 self.pixel_weights[kind], self._image_options[kind] = weight, options
         self.charbonnier_eps = float(charbonnier_eps)
@@ -196,12 +177,12 @@ class CombinedLoss(nn.Module):
             ("perceptual", perceptual), ("style", style), ("lpips", lpips), ("dists", dists), ("contextual", contextual),
         )  # fmt: skip
         for kind, config in backbone_terms:
-            for name, weight, options in _term_configs(kind, config):
+            for name, weight, options in term_configs(kind, config):
                 term_backbone_weights[name] = options.pop("weights", weights)
-                self.term_weights[name], self.comparisons[name] = weight, _build_comparison(kind, options)
+                self.term_weights[name], self.comparisons[name] = weight, build_comparison(kind, options)
         # A plain tuple, read on every call: torch.compile traces it without a graph break.
         self._target_terms: tuple[str, ...] = (*self.pixel_weights, *self.comparisons)
-        self.adversarial = _parse_adversarial(adversarial)
+        self.adversarial = parse_adversarial(adversarial)
         if grayscale not in (None, "repeat"):
             raise ValueError(f"grayscale must be None or 'repeat'; got {grayscale!r}.")
         self.grayscale = grayscale
@@ -211,7 +192,7 @@ class CombinedLoss(nn.Module):
             )
         self.channels = channels
         self.check_inputs = check_inputs
-        self.slicing = None if slices is None else _parse_slices(slices)
+        self.slicing = None if slices is None else parse_slices(slices)
         self.generator: torch.Generator | None = None if slices is None else slices.get("generator")
 
         # One extractor per view (backbone, weights, input policy), with the union of the taps of
@@ -244,7 +225,7 @@ class CombinedLoss(nn.Module):
         self._plans: dict[tuple[Any, ...], int | None] = {}
         self.input_range = (low, high)
         self.min_size = max(
-            [2 if self.tv_weight else 1, *(_image_min_size(k, o) for k, o in self._image_options.items())]
+            [2 if self.tv_weight else 1, *(image_min_size(k, o) for k, o in self._image_options.items())]
             + [self._extractor(k).min_size for k in self._views]
         )
         fixed_sizes = {size for k in self._views if (size := self._extractor(k).fixed_size) is not None}
@@ -366,7 +347,7 @@ class CombinedLoss(nn.Module):
             total, parts = self._sliced(pred, target, mask)
         else:
             if self.channels == "each":
-                pred, target, mask = _each_channel(pred, target, mask)
+                pred, target, mask = split_channels(pred, target, mask)
             pred, target = self._check(pred, target)
             mask = check_mask(mask, pred, self.check_inputs, self._warned_mask)
             total, parts = self._weighted(pred, target, mask)
@@ -428,15 +409,14 @@ class CombinedLoss(nn.Module):
             return self.chunk_size
         key = (tuple(pred.shape), pred.dtype)
         if key not in self._plans:
-            per_sample = activation_bytes(list(self.extractors.values()), tuple(pred.shape[1:]), pred.dtype)
-            chunk = self.max_memory // per_sample
-            if chunk < 1:
+            plan = plan_memory(list(self.extractors.values()), tuple(pred.shape), pred.dtype, self.max_memory)
+            if not plan.met:
                 logger.warning(
                     "max_memory=%s is below what one sample of %s needs in this criterion's backbones (about %s): "
                     "running one sample at a time.", describe(self.max_memory), tuple(pred.shape[1:]),
-                    describe(per_sample),
+                    describe(plan.per_sample),
                 )  # fmt: skip
-            self._plans[key] = None if chunk >= pred.shape[0] else max(1, chunk)
+            self._plans[key] = plan.chunk_size
         return self._plans[key]
 
     def _sliced(self, pred: Tensor, target: Tensor | None, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -463,7 +443,7 @@ class CombinedLoss(nn.Module):
             index = self.slicing.draw(n, pred.shape[dim], self.generator, pred.device)
             p, t = take_slices(pred, dim, index), take_slices(target, dim, index)
             if self.channels == "each":
-                p, split, _ = _each_channel(p, t, None)
+                p, split, _ = split_channels(p, t, None)
                 assert split is not None
                 t = split
             checked = self._check(p, t)
@@ -502,7 +482,7 @@ class CombinedLoss(nn.Module):
             if name == "charbonnier":
                 values[name] = charbonnier_distance(pred, reference, self.charbonnier_eps, mask)
             elif name in self._image_options:
-                values[name] = _image_values(name, self._image_options[name], self.input_range, pred, reference, mask)
+                values[name] = image_values(name, self._image_options[name], self.input_range, pred, reference, mask)
             else:
                 values[name] = PIXEL_DISTANCES[name](pred, reference, mask)
         if not features:
@@ -569,140 +549,6 @@ class CombinedLoss(nn.Module):
         return ", ".join(terms)
 
 
-def _term_configs(kind: str, config: Mapping[str, Any] | None) -> list[tuple[str, float, dict[str, Any]]]:
-    """``[(part name, weight, options)]`` of one kind of term: none, one, or several named ones.
-
-    ``{"weight": w, ...options}`` is one term named ``kind``; ``{"vgg": {...}, "logits": {...}}``
-    (every value a mapping, no key an option) are terms named ``kind/vgg``, ``kind/logits``.
-    A term whose weight is 0 is left out.
-    """
-    if config is None:
-        return []
-    if not isinstance(config, Mapping):
-        raise TypeError(f"{kind} must be a mapping like {{'weight': 0.1, ...}} or None; got {type(config).__name__}.")
-    parameters = inspect.signature(_COMPARISONS[kind]).parameters.values()
-    options = {"weight", "weights", "preset", *VIEW_OPTIONS, *(p.name for p in parameters if p.kind != p.VAR_KEYWORD)}
-    named = bool(config) and all(isinstance(v, Mapping) for v in config.values()) and not set(config) & options
-    terms = [(f"{kind}/{name}", sub) for name, sub in config.items()] if named else [(kind, config)]
-    built = []
-    for name, sub in terms:
-        if not isinstance(sub, Mapping):
-            raise TypeError(f"{name} must be a mapping like {{'weight': 0.1, ...}}; got {type(sub).__name__}.")
-        sub = dict(sub)
-        weight = float(sub.pop("weight", 1.0))
-        if weight:
-            built.append((name, weight, sub))
-    return built
-
-
-def _build_comparison(kind: str, options: Mapping[str, Any]) -> Comparison:
-    if "preset" in options:
-        if kind != "perceptual":
-            raise ValueError(f"preset= is for the perceptual term; {kind} has none.")
-        rest = {k: v for k, v in options.items() if k != "preset"}
-        options = preset_arguments(options["preset"], rest)
-    if options.get("spatial"):
-        raise ValueError(
-            f"{kind}.spatial is not supported in CombinedLoss (it sums scalar terms); use the loss's own spatial=True."
-        )
-    try:
-        return _COMPARISONS[kind](**options)
-    except TypeError as error:
-        raise TypeError(
-            f"Bad option for the {kind} term: {error}. Valid keys: weight, weights and the arguments of "
-            f"{_COMPARISONS[kind].__name__}."
-        ) from None
-
-
-def _each_channel(
-    pred: Tensor, target: Tensor | None, mask: Tensor | None
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``channels="each"``: ``(N, C, H, W)`` -> ``(N*C, 1, H, W)``, the mask repeated per channel."""
-    if target is not None:
-        check_channels_each(pred, target)
-    n, c = pred.shape[:2]
-    if target is not None and target.shape[0] == 1 and n > 1:  # one style target for every prediction
-        target = target.expand(n, *target.shape[1:])
-    if mask is not None and mask.dim() == 4 and mask.shape[1] == 1:
-        mask = mask.expand(n, *mask.shape[1:]).repeat_interleave(c, dim=0)
-    gray = [None if x is None else x.reshape(n * c, 1, *x.shape[2:]) for x in (pred, target)]
-    assert gray[0] is not None
-    return gray[0], gray[1], mask
-
-
-def _image_term(kind: str, config: float | Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
-    """``(weight, options)`` of an image term given as a weight or ``{"weight": w, ...options}``."""
-    if config is None:
-        return 0.0, {}
-    if isinstance(config, (int, float)) and not isinstance(config, bool):
-        weight, options = float(config), {}
-    elif isinstance(config, Mapping):
-        options = dict(config)
-        weight = float(options.pop("weight", 1.0))
-        unknown = sorted(set(options) - set(_IMAGE_TERM_OPTIONS[kind]))
-        if unknown:
-            extra = (
-                " (ave_spectrum and batch_matrix mix the samples: use FocalFrequencyLoss for them)"
-                if kind == "focal_frequency"
-                else ""
-            )
-            raise TypeError(
-                f"Unknown {kind} option(s) {unknown}; valid: weight, {', '.join(_IMAGE_TERM_OPTIONS[kind])}{extra}."
-            )
-    else:
-        raise TypeError(f"{kind} must be a weight or a mapping like {{'weight': 0.84}}; got {type(config).__name__}.")
-    if not (weight >= 0 and weight != float("inf")):
-        raise ValueError(f"{kind} weight must be finite and >= 0; got {weight!r}.")
-    return weight, options
-
-
-def _image_min_size(kind: str, options: Mapping[str, Any]) -> int:
-    """The smallest side an image term takes: SSIM's window, MS-SSIM's window at its coarsest scale."""
-    window = int(options.get("win_size", 11))
-    if kind == "ssim":
-        return window
-    if kind == "ms_ssim":
-        return (window - 1) * 2 ** (len(options.get("weights", MS_SSIM_WEIGHTS)) - 1) + 1
-    return 1
-
-
-def _image_values(
-    kind: str,
-    options: Mapping[str, Any],
-    input_range: tuple[float, float],
-    pred: Tensor,
-    target: Tensor,
-    mask: Tensor | None,
-) -> Tensor:
-    """``(N,)`` values of an image term; SSIM and MS-SSIM see the images mapped to ``[0, 1]``."""
-    if mask is not None and kind != "ssim":
-        raise ValueError(f"The {kind} term takes no mask (it mixes every region of the image); drop it or the mask.")
-    if kind in ("ssim", "ms_ssim"):
-        low, high = input_range
-        if (low, high) != (0.0, 1.0):
-            pred, target = (pred - low) / (high - low), (target - low) / (high - low)
-        if kind == "ssim":
-            return 1 - ssim_index(pred, target, 1.0, mask=mask, **options)
-        return 1 - ms_ssim_index(pred, target, 1.0, **options)
-    if kind == "focal_frequency":
-        return focal_frequency_distance(pred, target, **options)
-    return fft_distance(pred, target, **options)
-
-
-def _parse_slices(config: Mapping[str, Any]) -> Slicing:
-    if not isinstance(config, Mapping):
-        raise TypeError(
-            f"slices must be a mapping like {{'dims': (2,), 'per_sample': 4}}; got {type(config).__name__}."
-        )
-    unknown = set(config) - {"dims", "ratio", "per_sample", "generator"}
-    if unknown:
-        raise TypeError(f"Unknown slices option(s) {sorted(unknown)}; valid: dims, ratio, per_sample, generator.")
-    generator = config.get("generator")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"slices['generator'] must be a torch.Generator; got {type(generator).__name__}.")
-    return Slicing(tuple(config.get("dims", VOLUME_DIMS)), config.get("ratio"), config.get("per_sample"))
-
-
 def _take(value: Any, samples: slice | None, n: int) -> Any:
     """``value`` (a tensor, a dict of them, or ``None``) cut to ``samples`` where it has ``n`` samples."""
     if samples is None or value is None:
@@ -714,17 +560,3 @@ def _take(value: Any, samples: slice | None, n: int) -> Any:
 
 def _hashable(weights: WeightsArg) -> Any:
     return str(weights) if isinstance(weights, os.PathLike) else weights
-
-
-def _parse_adversarial(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if config is None:
-        return None
-    options = {"weight": 1.0, "kind": "vanilla", "adaptive": False, "start_step": 0, "max_weight": 1e4}
-    unknown = set(config) - set(options)
-    if unknown:
-        raise TypeError(f"Unknown adversarial option(s) {sorted(unknown)}; valid: {sorted(options)}.")
-    options.update(config)
-    if options["kind"] not in ADVERSARIAL_KINDS:
-        raise ValueError(f"Unknown adversarial kind {options['kind']!r}; choose one of {ADVERSARIAL_KINDS}.")
-    options["weight"], options["start_step"] = float(options["weight"]), int(options["start_step"])  # type: ignore[arg-type,call-overload]
-    return options if options["weight"] else None

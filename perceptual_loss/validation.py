@@ -93,6 +93,22 @@ def check_channels_each(pred: Tensor, target: Tensor, spec: InputSpec = IMAGES) 
         )
 
 
+def split_channels(
+    pred: Tensor, target: Tensor | None, mask: Tensor | None, spec: InputSpec = IMAGES
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``channels="each"``: ``(N, C, ...)`` -> ``(N*C, 1, ...)`` grayscale images (a target of batch 1
+    expanded to ``N`` first), the mask repeated per channel; checked (:func:`check_channels_each`)."""
+    if target is not None:
+        check_channels_each(pred, target, spec)
+    n, c = pred.shape[:2]
+    if target is not None and target.shape[0] == 1 and n > 1:  # one style target for every prediction
+        target = target.expand(n, *target.shape[1:])
+    if mask is not None and mask.dim() == pred.dim() and mask.shape[1] == 1:
+        mask = mask.expand(n, *mask.shape[1:]).repeat_interleave(c, dim=0)
+    gray = pred.reshape(n * c, 1, *pred.shape[2:])
+    return gray, None if target is None else target.reshape(n * c, 1, *target.shape[2:]), mask
+
+
 def check_pair(
     pred: Tensor,
     target: Tensor,

@@ -21,11 +21,11 @@ from ..backbones import Backbone, FeatureExtractor, Features, default_normalizat
 from ..backbones.classic import Pooling, TappedSequential
 from ..backbones.extractor import INSIDE_UNSUPPORTED, ResizePolicy, check_resize
 from ..backbones.registry import backbone_name, input_statistics
-from ..budget import activation_bytes, describe, parse_memory
+from ..budget import describe, parse_memory, plan_memory
 from ..chunks import check_positive, chunked_values
 from ..distances import DISTANCES, Distance, masks_at
 from ..tiles import TILE_UNSUPPORTED, TileGeometry, feature_sizes, image_masks, tiled_values
-from ..validation import Grayscale, check_channels_each, check_mask, check_module_compatible, check_pair, check_range
+from ..validation import Grayscale, check_mask, check_module_compatible, check_pair, check_range, split_channels
 from ..weights import WeightsArg
 from .options import READ_OPTIONS, VIEW_OPTIONS, ReadOptions, ViewOptions, check_options
 
@@ -391,53 +391,25 @@ class FeatureLoss(nn.Module):
         return self._plans[key]
 
     def _budget_plan(self, pred: Tensor, budget: int) -> tuple[int | None, int | None]:
-        n, shape = pred.shape[0], tuple(pred.shape[1:])
-        per_sample = activation_bytes([self.extractor], shape, pred.dtype)
-        if per_sample * n <= budget:
-            return None, None
-        if per_sample <= budget:
-            return budget // per_sample, None
-        if self._geometry is not None:
-            halo, height, width = self._geometry.halo, shape[-2], shape[-1]
-            sides = range(64 * max(1, -(-2 * halo // 64)), max(height, width), 64)
-
-            def need(side: int) -> int:
-                return activation_bytes(
-                    [self.extractor], (shape[0], min(height, side + 2 * halo), min(width, side + 2 * halo)), pred.dtype
-                )
-
-            low, high = 0, len(sides)  # need() grows with the side: the last fitting one by bisection
-            while low < high:
-                middle = (low + high) // 2
-                if need(sides[middle]) <= budget:
-                    low = middle + 1
-                else:
-                    high = middle
-            if low:  # as few tiles as the largest fitting side needs, made even (no thin last tile)
-                longest = max(height, width)
-                pieces = -(-longest // sides[low - 1])
-                tile = 64 * -(-longest // (64 * pieces))
-                logger.info("max_memory=%s: %s tiled by %d pixels", describe(budget), tuple(pred.shape), tile)
-                return 1, tile
-        if not self._warned_budget:
+        halo = None if self._geometry is None else self._geometry.halo
+        plan = plan_memory([self.extractor], tuple(pred.shape), pred.dtype, budget, halo)
+        if plan.tile is not None:
+            logger.info("max_memory=%s: %s tiled by %d pixels", describe(budget), tuple(pred.shape), plan.tile)
+        if not plan.met and not self._warned_budget:
             self._warned_budget = True
             logger.warning(
                 "max_memory=%s is below what one sample of %s needs (about %s): running one sample at a time%s. "
-                "(warned once)", describe(budget), shape, describe(per_sample),
-                "" if self._geometry is None else ", and no tile fits either",
+                "(warned once)", describe(budget), tuple(pred.shape[1:]), describe(plan.per_sample),
+                "" if halo is None else ", and no tile fits either",
             )  # fmt: skip
-        return 1, None
+        return plan.chunk_size, plan.tile
 
     def _each_channel(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         """``channels="each"``: every channel as a grayscale image, values averaged over channels."""
-        check_channels_each(pred, target, self.extractor.input_spec)
         n, c = pred.shape[:2]
-        if target.shape[0] == 1 and n > 1:  # one style target for every prediction
-            target = target.expand(n, *target.shape[1:])
-        if mask is not None and mask.dim() == 4 and mask.shape[1] == 1:
-            mask = mask.expand(n, *mask.shape[1:]).repeat_interleave(c, dim=0)
-        gray = pred.reshape(n * c, 1, *pred.shape[2:]), target.reshape(n * c, 1, *target.shape[2:])
-        values = self._forward(*gray, mask, grayscale="repeat")
+        gray, gray_target, mask = split_channels(pred, target, mask, self.extractor.input_spec)
+        assert gray_target is not None
+        values = self._forward(gray, gray_target, mask, grayscale="repeat")
         if self.reduction == "mean":
             return values  # the mean over samples and channels alike
         if self.reduction == "sum":
