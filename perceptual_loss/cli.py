@@ -151,10 +151,16 @@ def _evaluate(args: argparse.Namespace, metrics: list[str], rank: int) -> int:
         )
         return _fail(f"interrupted{kept}", rank, code=130)
     for row in result.rows:
-        say("  ".join([str(row["name"])] + [f"{m}={float(row[m]):.4f}" for m in result.metrics]))
+        scores = [f"{m}={float(row[m]):.4f}" for m in result.metrics if m in row]
+        say("  ".join([str(row["name"]), *scores, *(f"({row[k]})" for k in ("note", "missing") if k in row)]))
     if rank == 0:
         for name, reason in result.failures:
             print(f"FAILED {name}: {reason}", file=sys.stderr)
+        for row in result.partial:
+            print(f"PARTLY {row['name']}: {row['missing']}", file=sys.stderr)
+        for label, names in (("DIR0", result.ignored_in_first), ("DIR1", result.ignored_in_second)):
+            for name in names:
+                print(f"not an image in {label}, ignored: {name}", file=sys.stderr)
         _print_unmatched(result.only_in_first, result.only_in_second)
     say(result.table())
     if args.output is not None:

@@ -248,11 +248,13 @@ def test_csv_and_json_round_trip(folders, tmp_path: Path) -> None:
     with open(tmp_path / "r.csv") as handle:
         rows = list(csv.DictReader(handle))
     ok = [r for r in rows if r["status"] == "ok"]
-    assert len(ok) == 5 and {r["status"] for r in rows} == {"ok", "only in first folder", "only in second folder"}
+    statuses = {"ok", "only in first folder", "only in second folder", "ignored: not an image (second folder)"}
+    assert len(ok) == 5 and {r["status"] for r in rows} == statuses
     for written, original in zip(ok, result.rows):
         assert float(written["lpips"]) == float(original["lpips"]), "repr keeps every digit"
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"] == result.rows and data["only_in_second"] == ["only_gt.bmp"]
+    assert data["ignored_in_second"] == ["notes.txt"] and data["ignored_in_first"] == []
     assert data["summary"]["ssim"]["count"] == 5 and data["settings"]["psnr_ssim_data_range"] == 1.0
 
 

@@ -18,12 +18,14 @@ Loaded = tuple[str, Tensor, Tensor]
 """A pair's name and its two images as :func:`read_image` gives them, ``(H, W, 3)``."""
 
 
-def read_image(path: Path) -> Tensor:
+def read_image(path: Path, frames: list[int] | None = None) -> Tensor:
     """Decode an image file to ``(H, W, 3)`` RGB, as stored: no conversion to float yet.
 
     Returns ``uint8`` in ``[0, 255]`` for 8-bit files (grayscale and palette converted to RGB,
     alpha dropped), or ``float32`` in ``[0, 1]`` for 16-bit grayscale. :func:`to_unit_batch`
-    turns a list of them into a float batch in one pass.
+    turns a list of them into a float batch in one pass. Any format Pillow decodes; of an
+    animation (GIF, APNG, WebP, multi-page TIFF) the first frame, its frame count appended to
+    ``frames`` when given.
 
     Raises:
         OSError: unreadable or corrupt file (the message names it).
@@ -33,6 +35,9 @@ def read_image(path: Path) -> Tensor:
 
     try:
         with Image.open(path) as image:
+            if frames is not None:
+                frames.append(getattr(image, "n_frames", 1))
+            image.seek(0)
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale
                 array = torch.from_numpy(np.asarray(image, dtype=np.float32)) / 65535.0
@@ -95,12 +100,18 @@ def default_workers(processes: int = 1) -> int:
     return max(1, min((cores or 1) // max(1, processes), MAX_DECODE_WORKERS))
 
 
-def decode_pair(name: str, first: Path, second: Path, resize: Resize) -> Loaded | tuple[str, str]:
-    """``(name, image, reference)`` as :func:`read_image` gives them, or ``(name, reason)``."""
+def decode_pair(
+    name: str, first: Path, second: Path, resize: Resize, notes: dict[str, str] | None = None
+) -> Loaded | tuple[str, str]:
+    """``(name, image, reference)`` as :func:`read_image` gives them, or ``(name, reason)``;
+    ``notes[name]`` says when an animation's first frame was taken."""
+    frames: list[int] = []
     try:
-        a, b = read_image(first / name), read_image(second / name)
+        a, b = read_image(first / name, frames), read_image(second / name, frames)
     except OSError as error:
         return name, str(error)
+    if notes is not None and max(frames) > 1:
+        notes[name] = "first frame of " + " and ".join(f"{count}" for count in frames) + " frames"
     if a.shape != b.shape:
         if resize is None:
             return name, f"size mismatch: {a.shape[0]}x{a.shape[1]} vs {b.shape[0]}x{b.shape[1]} (use --resize bicubic)"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .pairing import EvaluationError
-from .result import Row
+from .result import TEXT_KEYS, Row
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ def read_journal(folder: Path, settings: Mapping[str, object]) -> dict[str, Entr
             if "failed" in record:
                 entries[name] = (name, str(record["failed"]))
             else:
-                entries[name] = {"name": name, **{key: float(value) for key, value in record.items()}}  # type: ignore[arg-type]
+                entries[name] = {
+                    "name": name,
+                    **{key: str(value) if key in TEXT_KEYS else float(value) for key, value in record.items()},  # type: ignore[arg-type]
+                }
     return entries
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""The common formats; every other suffix Pillow decodes (GIF, PPM/PGM, JPEG 2000, TGA, ...) counts too."""
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """Every suffix Pillow can decode (lower case), with :data:`IMAGE_SUFFIXES`."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(IMAGE_SUFFIXES) | {suffix.lower() for suffix in Image.registered_extensions()}
 
 
 class EvaluationError(ValueError):
@@ -26,25 +37,39 @@ class UnmatchedFilesError(EvaluationError):
 
 @dataclass
 class Pairing:
-    """Relative paths found in both folders, and those found in only one (each list sorted)."""
+    """Relative paths found in both folders, those found in only one, and the files of each
+    folder that are not images (each list sorted): every file is in exactly one list."""
 
     both: list[str]
     only_in_first: list[str]
     only_in_second: list[str]
+    ignored_in_first: list[str] = field(default_factory=list)
+    ignored_in_second: list[str] = field(default_factory=list)
 
     def digest(self) -> str:
-        """A short fingerprint of the three lists: processes compare it to know they see the same files."""
-        text = "\n".join(["both", *self.both, "first", *self.only_in_first, "second", *self.only_in_second])
+        """A short fingerprint of the lists: processes compare it to know they see the same files."""
+        text = "\n".join(
+            ["both", *self.both, "first", *self.only_in_first, "second", *self.only_in_second,
+             "ignored first", *self.ignored_in_first, "ignored second", *self.ignored_in_second]
+        )  # fmt: skip
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def find_files(folder: Path) -> tuple[set[str], set[str]]:
+    """``(images, other files)``: relative POSIX paths of every file under ``folder`` (recursive),
+    split by whether Pillow decodes their suffix (case-insensitive; see :func:`image_suffixes`)."""
+    images: set[str] = set()
+    others: set[str] = set()
+    suffixes = image_suffixes()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            (images if path.suffix.lower() in suffixes else others).add(path.relative_to(folder).as_posix())
+    return images, others
+
+
 def find_images(folder: Path) -> set[str]:
-    """Relative POSIX paths of image files under ``folder`` (recursive, case-insensitive suffixes)."""
-    return {
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    }
+    """Relative POSIX paths of the image files under ``folder`` (see :func:`find_files`)."""
+    return find_files(folder)[0]
 
 
 def pair_folders(first: str | Path, second: str | Path) -> Pairing:
@@ -63,9 +88,9 @@ def pair_folders(first: str | Path, second: str | Path) -> Pairing:
     if first.resolve() == second.resolve():
         raise EvaluationError(f"Both arguments are the same folder ({first}): give the outputs and the references.")
     try:
-        a, b = find_images(first), find_images(second)
+        (a, other_a), (b, other_b) = find_files(first), find_files(second)
     except OSError as error:  # e.g. a subfolder without read permission
         raise EvaluationError(f"Cannot list the images of {first} and {second}: {error}") from error
     if not a and not b:
-        raise EvaluationError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {first} or {second}.")
-    return Pairing(sorted(a & b), sorted(a - b), sorted(b - a))
+        raise EvaluationError(f"No images ({', '.join(IMAGE_SUFFIXES)}, ...) in {first} or {second}.")
+    return Pairing(sorted(a & b), sorted(a - b), sorted(b - a), sorted(other_a), sorted(other_b))

@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 Row = dict[str, str | float]
-"""``{"name": relative path, metric: value, ...}`` for one compared pair."""
+"""``{"name": relative path, metric: value, ...}`` for one compared pair; a metric that could not
+be computed for it is absent, and ``"missing"`` says which and why (``"lpips: too small ..."``);
+``"note"`` says what else to know (``"first of 12 frames"``)."""
+TEXT_KEYS = ("name", "missing", "note")
+"""The keys of a row that hold text, not a metric's value."""
 
 
 @dataclass
@@ -21,8 +25,10 @@ class EvaluationResult:
 
     ``rows``: ``{"name": relative path, metric: value, ...}`` per compared pair, in name order.
     ``failures``: ``(name, reason)`` for pairs that could not be compared (unreadable, size), in
-    name order. The summary is always computed from ``rows``: under ``torchrun`` from the merged
-    rows of every process, never as a mean of per-process means.
+    name order. ``ignored_in_first``/``ignored_in_second``: files that are not images. Every file
+    of both folders is in exactly one place: a row, a failure, only in one folder, or ignored.
+    The summary is always computed from ``rows``: under ``torchrun`` from the merged rows of every
+    process, never as a mean of per-process means.
     """
 
     metrics: tuple[str, ...]
@@ -31,13 +37,20 @@ class EvaluationResult:
     only_in_first: list[str]
     only_in_second: list[str]
     settings: dict[str, object] = field(default_factory=dict)
+    ignored_in_first: list[str] = field(default_factory=list)
+    ignored_in_second: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> list[Row]:
+        """The rows that lack a metric (``row["missing"]`` says which and why)."""
+        return [row for row in self.rows if "missing" in row]
 
     @property
     def summary(self) -> dict[str, dict[str, float]]:
-        """``{metric: {count, mean, std, min, max}}`` over the compared pairs (std: population)."""
+        """``{metric: {count, mean, std, min, max}}`` over the pairs that have the metric (std: population)."""
         out: dict[str, dict[str, float]] = {}
         for metric in self.metrics:
-            values = [float(row[metric]) for row in self.rows]
+            values = [float(row[metric]) for row in self.rows if metric in row]
             finite = [v for v in values if math.isfinite(v)]
             out[metric] = {
                 "count": len(values),
@@ -50,8 +63,9 @@ class EvaluationResult:
 
     @property
     def ok(self) -> bool:
-        """True when every paired file was compared (unmatched files are judged by the caller)."""
-        return not self.failures
+        """True when every paired file was compared with every metric (unmatched and ignored files
+        are judged by the caller)."""
+        return not self.failures and not self.partial
 
     def to_json(self, path: str | Path) -> None:
         """Settings, summary, rows, failures and unmatched files as one JSON file (written atomically)."""
@@ -62,6 +76,8 @@ class EvaluationResult:
             "failures": [{"name": n, "reason": r} for n, r in self.failures],
             "only_in_first": self.only_in_first,
             "only_in_second": self.only_in_second,
+            "ignored_in_first": self.ignored_in_first,
+            "ignored_in_second": self.ignored_in_second,
         }
         write_atomically(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
@@ -71,13 +87,18 @@ class EvaluationResult:
         writer = csv.writer(handle)
         writer.writerow(["name", *self.metrics, "status"])
         for row in self.rows:
-            writer.writerow([row["name"], *(repr(float(row[m])) for m in self.metrics), "ok"])
+            values = [repr(float(row[m])) if m in row else "" for m in self.metrics]
+            status = f"partial: {row['missing']}" if "missing" in row else "ok"
+            writer.writerow([row["name"], *values, status if "note" not in row else f"{status} ({row['note']})"])
         for name, reason in self.failures:
             writer.writerow([name, *([""] * len(self.metrics)), f"failed: {reason}"])
         for name in self.only_in_first:
             writer.writerow([name, *([""] * len(self.metrics)), "only in first folder"])
         for name in self.only_in_second:
             writer.writerow([name, *([""] * len(self.metrics)), "only in second folder"])
+        for label, names in (("first", self.ignored_in_first), ("second", self.ignored_in_second)):
+            for name in names:
+                writer.writerow([name, *([""] * len(self.metrics)), f"ignored: not an image ({label} folder)"])
         write_atomically(path, handle.getvalue())
 
     def save(self, path: str | Path) -> None:
@@ -95,8 +116,9 @@ class EvaluationResult:
                 f"{metric:8s} {s['count']:6d} {s['mean']:10.4f} {s['std']:10.4f} {s['min']:10.4f} {s['max']:10.4f}"
             )
         lines.append(
-            f"compared {len(self.rows)} pair(s); failed {len(self.failures)}; only in first folder "
-            f"{len(self.only_in_first)}; only in second folder {len(self.only_in_second)}"
+            f"compared {len(self.rows)} pair(s) ({len(self.partial)} partly); failed {len(self.failures)}; only in "
+            f"first folder {len(self.only_in_first)}; only in second folder {len(self.only_in_second)}; not images "
+            f"{len(self.ignored_in_first)} + {len(self.ignored_in_second)}"
         )
         return "\n".join(lines)
 

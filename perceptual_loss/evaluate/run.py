@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -161,7 +161,8 @@ def evaluate_folders(
         scoring_device = shard.device(torch.device(device))
         workers = workers or default_workers(shard.processes_on_this_machine)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            decoded = _Prefetch(pool, mine, first, second, resize)  # the first batches decode meanwhile
+            notes: dict[str, str] = {}
+            decoded = _Prefetch(pool, mine, first, second, resize, notes)  # the first batches decode meanwhile
             try:
                 networks, error = {}, None
                 try:
@@ -172,7 +173,7 @@ def evaluate_folders(
                 writer = (
                     JournalWriter(journal_folder, shard.rank, recorded) if journal_folder is not None and mine else None
                 )
-                scoring = _Scoring(metrics, networks, scoring_device, y_channel, crop)
+                scoring = _Scoring(metrics, networks, scoring_device, y_channel, crop, notes)
                 error = None
                 try:
                     for batch_rows, batch_failures in _score(decoded, scoring):
@@ -301,8 +302,9 @@ def _merge(
     merged_rows = [entry for _, entry in sorted(entries.items()) if isinstance(entry, dict)]
     merged_failures = [entry for _, entry in sorted(entries.items()) if isinstance(entry, tuple)]
     return EvaluationResult(
-        metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings
-    )
+        metrics, merged_rows, merged_failures, pairing.only_in_first, pairing.only_in_second, settings,
+        pairing.ignored_in_first, pairing.ignored_in_second,
+    )  # fmt: skip
 
 
 class _Prefetch:
@@ -313,9 +315,15 @@ class _Prefetch:
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor, batches: list[list[str]], first: Path, second: Path, resize: Resize
+        self,
+        pool: ThreadPoolExecutor,
+        batches: list[list[str]],
+        first: Path,
+        second: Path,
+        resize: Resize,
+        notes: dict[str, str],
     ) -> None:
-        self.pool, self.batches, self.paths, self.resize = pool, batches, (first, second), resize
+        self.pool, self.batches, self.paths, self.resize, self.notes = pool, batches, (first, second), resize, notes
         self.in_flight: deque[list[Future[Loaded | tuple[str, str]]]] = deque()
         self.submitted = 0
         self._top_up()
@@ -323,7 +331,9 @@ class _Prefetch:
     def _top_up(self) -> None:
         while len(self.in_flight) <= DECODE_AHEAD and self.submitted < len(self.batches):
             names = self.batches[self.submitted]
-            self.in_flight.append([self.pool.submit(decode_pair, name, *self.paths, self.resize) for name in names])
+            self.in_flight.append(
+                [self.pool.submit(decode_pair, name, *self.paths, self.resize, self.notes) for name in names]
+            )
             self.submitted += 1
 
     def __iter__(self) -> Iterator[tuple[list[Loaded], list[tuple[str, str]]]]:
@@ -364,33 +374,50 @@ class _Scoring:
     device: torch.device
     y_channel: bool
     crop: int
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per pair, what else its row should say (filled while decoding: an animation's first frame)."""
 
     @torch.inference_mode()
     def __call__(self, items: list[Loaded], failures: list[tuple[str, str]]) -> list[Row]:
         names = [name for name, _, _ in items]
         a = to_unit_batch([x for _, x, _ in items], self.device)
         b = to_unit_batch([y for _, _, y in items], self.device)
-        try:
-            values: dict[str, Tensor] = {}
-            joint = a.shape[-2] * a.shape[-1] <= JOINT_PASS_PIXELS
-            alone = max(a.shape[-2:]) > TILE  # a large image: one pair at a time
-            for metric, network in self.networks.items():
-                if joint:
-                    values[metric] = network.score_joint(a, b)
-                elif alone:
-                    values[metric] = torch.cat([network(a[i : i + 1], b[i : i + 1]) for i in range(len(a))])
-                else:
-                    values[metric] = network(a, b)
-            ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
-            ya, yb = crop_border(ya, self.crop), crop_border(yb, self.crop)
-            if "psnr" in self.metrics:
-                values["psnr"] = psnr(ya, yb)
-            if "ssim" in self.metrics:
-                values["ssim"] = ssim(ya, yb)
-            if "ms_ssim" in self.metrics:
-                values["ms_ssim"] = ms_ssim(ya, yb, data_range=1.0)
-        except ValueError as error:  # e.g. smaller than LPIPS', DISTS' or SSIM's minimum size
-            failures.extend((name, str(error)) for name in names)
+        joint = a.shape[-2] * a.shape[-1] <= JOINT_PASS_PIXELS
+        alone = max(a.shape[-2:]) > TILE  # a large image: one pair at a time
+        values: dict[str, list[float]] = {}
+        missing: dict[str, str] = {}  # metric -> why it could not be computed for these pairs
+        for metric in self.metrics:
+            try:
+                values[metric] = self._metric(metric, a, b, joint, alone).tolist()
+            except ValueError as error:  # e.g. smaller than LPIPS', DISTS', SSIM's or MS-SSIM's minimum size
+                missing[metric] = str(error)
+        if not values:
+            reason = "; ".join(f"{metric}: {why}" for metric, why in missing.items())
+            failures.extend((name, reason) for name in names)
             return []
-        table = {metric: values[metric].tolist() for metric in self.metrics}
-        return [{"name": name, **{m: float(table[m][i]) for m in self.metrics}} for i, name in enumerate(names)]
+        rows: list[Row] = []
+        for i, name in enumerate(names):
+            row: Row = {"name": name, **{metric: float(v[i]) for metric, v in values.items()}}
+            if missing:
+                row["missing"] = "; ".join(f"{metric}: {why}" for metric, why in missing.items())
+            if name in self.notes:
+                row["note"] = self.notes[name]
+            rows.append(row)
+        return rows
+
+    def _metric(self, metric: str, a: Tensor, b: Tensor, joint: bool, alone: bool) -> Tensor:
+        """One metric of the batch ``(a, b)``, ``(N,)``."""
+        network = self.networks.get(metric)
+        if network is not None:
+            if joint:
+                return network.score_joint(a, b)
+            if alone:
+                return torch.cat([network(a[i : i + 1], b[i : i + 1]) for i in range(len(a))])
+            return network(a, b)
+        ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
+        ya, yb = crop_border(ya, self.crop), crop_border(yb, self.crop)
+        if metric == "psnr":
+            return psnr(ya, yb)
+        if metric == "ssim":
+            return ssim(ya, yb)
+        return ms_ssim(ya, yb, data_range=1.0)
