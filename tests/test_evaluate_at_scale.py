@@ -313,7 +313,9 @@ def test_a_line_cut_by_a_crash_is_scored_again(tmp_path: Path) -> None:
     (journal,) = journal_files(tmp_path / "result.csv.journal")
     journal.write_bytes(journal.read_bytes()[:-9])  # the last line loses its end
     result = evaluate_folders(out, gt, batch_size=2, output=output, resume=True)
-    assert result.rows == evaluate_folders(out, gt, batch_size=2).rows
+    expected = tmp_path / "expected.csv"
+    assert result.rows == evaluate_folders(out, gt, batch_size=2, output=expected).rows
+    assert output.read_bytes() == expected.read_bytes(), "the output of the uninterrupted run, byte for byte"
 
 
 def test_cli_ctrl_c_then_resume(
