@@ -2,8 +2,8 @@
 
 A frozen trunk's backward needs what its forward saved: for an image of a given size that is a
 known number of bytes, counted here by running the trunk once on the meta device (nothing is
-computed) with autograd's saved-tensor hooks, each tensor once, less the weights (saved by
-reference), plus the features the comparison keeps. With ``max_memory`` set, a loss plans each new input shape:
+computed) with autograd's saved-tensor hooks, less the weights (saved by reference), plus the
+features the comparison keeps. With ``max_memory`` set, a loss plans each new input shape:
 
 - the whole batch fits: one pass, as without a budget;
 - one sample fits: chunks of as many samples as fit (see :mod:`perceptual_loss.chunks`);
@@ -64,15 +64,12 @@ def _one_sample_bytes(extractor: nn.Module, shape: Sequence[int], dtype: torch.d
     from .backbones import graph
 
     copy = graph.meta_copy(extractor).to(dtype)
-    seen = {id(p) for p in copy.parameters()}  # weights are saved by reference: not counted
+    weights = {id(p) for p in copy.parameters()}
     saved = 0
 
     def pack(t: Tensor) -> Tensor:
         nonlocal saved
-        # A tensor saved by two nodes (a ReLU's output, by the ReLU and by the next convolution)
-        # is one tensor in memory: counted once. Packing keeps it alive, so its id stays its own.
-        if id(t) not in seen and not isinstance(t, nn.Parameter):
-            seen.add(id(t))
+        if id(t) not in weights and not isinstance(t, nn.Parameter):
             saved += t.numel() * t.element_size()
         return t
 
