@@ -10,9 +10,9 @@ with autocast off, so fp16 inputs cannot overflow; the five local statistics com
 grouped convolution per axis.
 
 Zhao et al. 2017 ("Loss Functions for Image Restoration") train with ``0.84 MS-SSIM + 0.16 L1``;
-CompressAI's MS-SSIM models with ``1 - MS-SSIM``. The evaluator's SSIM
-(:func:`perceptual_loss.metrics.ssim`) follows the super-resolution papers' convention instead
-(float64, Y channel, BasicSR's numbers); these losses follow ``pytorch-msssim``'s.
+CompressAI's MS-SSIM models with ``1 - MS-SSIM``. On float64 input :func:`ssim` is the
+evaluator's SSIM (:func:`perceptual_loss.metrics.ssim`), and with ``sample_covariance=True``
+scikit-image's default.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The normalised 1-D Gaussian window ``(size,)``, centred on ``size // 2``."""
-    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    """The normalised 1-D Gaussian window ``(size,)``, centred on ``size // 2``, computed in
+    ``dtype`` if it is float64 (scikit-image's and the evaluator's numbers), else in float32
+    (pytorch-msssim's, bit for bit)."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    coords = torch.arange(size, dtype=compute) - size // 2
     window = torch.exp(-(coords**2) / (2 * sigma**2))
     return (window / window.sum()).to(dtype)
 
@@ -50,13 +53,14 @@ def _local_statistics(x: Tensor, y: Tensor, window: Tensor) -> tuple[Tensor, ...
 
 
 def _ssim_and_cs(
-    x: Tensor, y: Tensor, window: Tensor, data_range: float, k: tuple[float, float]
+    x: Tensor, y: Tensor, window: Tensor, data_range: float, k: tuple[float, float], compensation: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """``(ssim map, contrast-structure map)``, each ``(N, C, H - w + 1, W - w + 1)``."""
+    """``(ssim map, contrast-structure map)``, each ``(N, C, H - w + 1, W - w + 1)``; ``compensation``
+    scales the (co)variances (``w^2 / (w^2 - 1)``: sample covariances)."""
     c1, c2 = (k[0] * data_range) ** 2, (k[1] * data_range) ** 2
     mu_x, mu_y, xx, yy, xy = _local_statistics(x, y, window)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    cs = (2 * (xy - mu_xy) + c2) / ((xx - mu_xx) + (yy - mu_yy) + c2)
+    cs = (2 * compensation * (xy - mu_xy) + c2) / (compensation * ((xx - mu_xx) + (yy - mu_yy)) + c2)
     return (2 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs, cs
 
 
@@ -95,11 +99,16 @@ def ssim(
     sigma: float = 1.5,
     k: tuple[float, float] = (0.01, 0.03),
     mask: Tensor | None = None,
+    sample_covariance: bool = False,
 ) -> Tensor:
     """SSIM per sample, ``(N, C, H, W) x2 -> (N,)``: the map's mean over positions, then channels.
 
     ``mask`` ``(N or 1, 1, H, W)`` weights the map's positions by the mask at each window's
-    centre (the map is ``win_size // 2`` pixels smaller on every side).
+    centre (the map is ``win_size // 2`` pixels smaller on every side). ``sample_covariance``
+    scales the local (co)variances by ``w^2 / (w^2 - 1)``, as scikit-image does by default
+    (``structural_similarity(gaussian_weights=True, use_sample_covariance=True)``); without it
+    (the default) this is pytorch-msssim's SSIM, and in float64 the evaluator's
+    (:func:`perceptual_loss.metrics.ssim`, scikit-image's ``use_sample_covariance=False``).
 
     Example:
         >>> x = torch.rand(2, 3, 32, 32)
@@ -108,7 +117,8 @@ def ssim(
     """
     with torch.autocast(pred.device.type, enabled=False):
         x, y, window = _prepared(pred, target, win_size, sigma, "SSIM")
-        index, _ = _ssim_and_cs(x, y, window, data_range, k)
+        compensation = win_size**2 / (win_size**2 - 1) if sample_covariance else 1.0
+        index, _ = _ssim_and_cs(x, y, window, data_range, k, compensation)
         if mask is None:
             return index.flatten(2).mean(-1).mean(-1)
         half = win_size // 2
@@ -197,6 +207,10 @@ class SSIMLoss(_StructuralLoss):
     """``1 - SSIM``, equal to ``1 - pytorch_msssim.ssim`` (within 1e-6).
 
     Args:
+        sample_covariance: scikit-image's default convention (local variances times
+            ``w^2 / (w^2 - 1)``); on float64 input, ``1 - SSIMLoss(sample_covariance=True)`` is
+            ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5)``, and
+            ``1 - SSIMLoss()`` the evaluator's SSIM (``use_sample_covariance=False``).
         data_range: the images' value range ``R`` (1.0 for ``[0, 1]``, 255 for 8-bit values).
         win_size, sigma: the Gaussian window (11, 1.5).
         k: ``(K1, K2)``, default ``(0.01, 0.03)``.
@@ -217,10 +231,15 @@ class SSIMLoss(_StructuralLoss):
         (True, 0.0)
     """
 
+    def __init__(self, sample_covariance: bool = False, **kwargs: float | str | bool | tuple[float, float]) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.sample_covariance = bool(sample_covariance)
+
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         if self.check_inputs:
             _check_data_range(pred, target, self.data_range, "SSIMLoss")
-        return reduce(1 - ssim(pred, target, self.data_range, self.win_size, self.sigma, self.k, mask), self.reduction)
+        value = ssim(pred, target, self.data_range, self.win_size, self.sigma, self.k, mask, self.sample_covariance)
+        return reduce(1 - value, self.reduction)
 
 
 class MSSSIMLoss(_StructuralLoss):

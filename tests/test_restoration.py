@@ -54,6 +54,23 @@ def test_ssim_and_ms_ssim_equal_pytorch_msssim(
     torch.testing.assert_close(ours_x.grad, theirs_x.grad, rtol=0, atol=1e-5 * theirs_x.grad.abs().max().item())
 
 
+def test_ssim_conventions_of_scikit_image_and_the_evaluator() -> None:
+    from perceptual_loss.metrics import ssim as evaluator_ssim
+
+    skimage_metrics = pytest.importorskip("skimage.metrics", reason="scikit-image is in the [examples] extra")
+    x, y = _pair((2, 3, 40, 52))
+    x, y = x.double(), y.double()
+    sample = 1 - SSIMLoss(sample_covariance=True, reduction="none")(x, y)
+    population = 1 - SSIMLoss(reduction="none")(x, y)
+    for i in range(2):
+        expected = skimage_metrics.structural_similarity(
+            x[i].numpy(), y[i].numpy(), gaussian_weights=True, sigma=1.5, data_range=1.0, channel_axis=0
+        )
+        assert sample[i].item() == pytest.approx(expected, abs=1e-10)
+    torch.testing.assert_close(population, evaluator_ssim(x, y), rtol=0, atol=1e-12)
+    assert (sample - population).abs().min() > 1e-7, "the two conventions differ"
+
+
 def test_ssim_edges_constant_images_autocast_and_masks() -> None:
     constant = torch.full((1, 3, 64, 64), 0.5, requires_grad=True)
     value = SSIMLoss()(constant, torch.zeros(1, 3, 64, 64))
