@@ -22,9 +22,7 @@ from .adversarial import adaptive_weight, generator_loss
 from .backbones import FeatureExtractor
 from .budget import describe, parse_memory, plan_memory
 from .chunks import check_positive, chunked_values
-from .losses import (
-    Comparison,
-)
+from .losses import Comparison
 from .losses._base import MaskMode, View, check_mask_mode, reduce, tap_masks
 from .pixel import PIXEL_DISTANCES, charbonnier_distance, total_variation
 from .sliced import check_volumes, take_slices
