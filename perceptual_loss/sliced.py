@@ -125,9 +125,16 @@ def take_slices(x: Tensor, dim: int, index: Tensor) -> Tensor:
     """
     moved = x.movedim(dim, 1)  # (N, count, C, a, b): a view
     count = moved.shape[1]
-    if index.numel() == moved.shape[0] * count:  # every slice: one reshape (a copy only if needed)
-        return moved.reshape(-1, *moved.shape[2:])
+    if index.numel() == moved.shape[0] * count:  # every slice
+        return every_slice(x, dim)
     return moved[index // count, index % count]
+
+
+def every_slice(x: Tensor, dim: int) -> Tensor:
+    """Every slice of ``x`` along ``dim`` as ``(N * count, C, ., .)``, in ``take_slices``' order: one
+    reshape (a copy only where the layout needs one)."""
+    moved = x.movedim(dim, 1)
+    return moved.reshape(-1, *moved.shape[2:])
 
 
 def check_volumes(pred: Tensor, target: Tensor, owner: str) -> None:

@@ -17,6 +17,7 @@ scikit-image's default.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -39,6 +40,18 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = tor
     coords = torch.arange(size, dtype=compute) - size // 2
     window = torch.exp(-(coords**2) / (2 * sigma**2))
     return (window / window.sum()).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`gaussian_window` on ``device``, made once per setting (no per-call allocation or copy)."""
+    return gaussian_window(size, sigma, dtype).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_exponents(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """MS-SSIM's scale weights as a ``(scales, 1, 1)`` tensor on ``device``, made once per setting."""
+    return torch.tensor(weights, dtype=dtype).view(-1, 1, 1).to(device)
 
 
 def _local_statistics(x: Tensor, y: Tensor, window: Tensor) -> tuple[Tensor, ...]:
@@ -88,7 +101,7 @@ def _prepared(
             f"{pred.shape[-2]}x{pred.shape[-1]}. Use larger images or a smaller win_size."
         )
     dtype = torch.promote_types(pred.dtype, torch.float32)
-    return pred.to(dtype), target.to(dtype), gaussian_window(win_size, sigma, dtype).to(pred.device)
+    return pred.to(dtype), target.to(dtype), _cached_window(win_size, float(sigma), dtype, pred.device)
 
 
 def ssim(
@@ -157,7 +170,7 @@ def ms_ssim(
                 x, y = F.avg_pool2d(x, 2, padding=padding), F.avg_pool2d(y, 2, padding=padding)
         levels.append(torch.relu(index.flatten(2).mean(-1)))
         stacked = torch.stack(levels)  # (scales, N, C)
-        exponents = stacked.new_tensor(list(weights)).view(-1, 1, 1)
+        exponents = _cached_exponents(tuple(float(w) for w in weights), stacked.dtype, stacked.device)
         return torch.prod(stacked**exponents, dim=0).mean(-1)
 
 

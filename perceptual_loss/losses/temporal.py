@@ -10,7 +10,7 @@ from typing_extensions import Unpack
 
 from ..backbones import Features
 from ..chunks import chunked_values
-from ..sliced import VOLUME_DIMS, check_volumes, take_slices
+from ..sliced import VOLUME_DIMS, check_volumes, every_slice
 from ._base import FeatureLoss, reduce
 from .lpips import LPIPSComparison
 from .options import LossOptions, split_options
@@ -73,8 +73,7 @@ class TemporalLPIPS(FeatureLoss):
     def _clip_values(self, pred: Tensor, target: Tensor) -> Tensor:
         """``(N,)``: each clip's mean over steps of the difference of its LPIPS steps."""
         n, steps = pred.shape[0], pred.shape[self.dim]
-        every = torch.arange(n * steps, device=pred.device)
-        frames = self.check(take_slices(pred, self.dim, every), take_slices(target, self.dim, every))
+        frames = self.check(every_slice(pred, self.dim), every_slice(target, self.dim))
         size = (frames[0].shape[-2], frames[0].shape[-1])
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             reference = self._steps(self.extractor(frames[1]), n, steps, size)
