@@ -32,6 +32,7 @@ step 90 "criterion" python bench/bench_criterion.py "${common[@]}" --out "$out/c
 # batches of 64 (the table's floor and decoding rows say where the time goes).
 step 300 "evaluator" python bench/bench_evaluate.py --device "$device" --pairs "${PAIRS:-1024}" --batch-size 64 \
     --repeats 3 --out "$out/evaluate.md"
+step 90 "restoration losses" sh -c "python bench/bench_restoration.py --device '$device' > '$out/restoration.md'"
 step 60 "profile" sh -c "python bench/profile_losses.py $(printf '%q ' "${common[@]}") \
     --cases style-vgg16,lpips-alex > '$out/profile.md'"
 ls -l "$out"
