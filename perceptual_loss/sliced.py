@@ -96,10 +96,10 @@ class Slicing:
                     f"per_sample={self.per_sample} is more than the {count} slices along a dim of size {count}; "
                     f"use per_sample <= {count}, or per_sample=None for every slice."
                 )
-            picks = [
-                torch.randperm(count, generator=generator, device=draw_on)[: self.per_sample] for _ in range(batch)
-            ]
-            index = torch.cat([pick.sort().values + n * count for n, pick in enumerate(picks)])
+            # k distinct positions per sample, uniformly: the first k of a random order of each row.
+            order = torch.rand(batch, count, generator=generator, device=draw_on).argsort(dim=1)
+            picks = order[:, : self.per_sample].sort(dim=1).values
+            index = (picks + count * torch.arange(batch, device=draw_on).unsqueeze(1)).flatten()
         elif self.ratio is not None:
             k = int(self.ratio * total)
             if k == 0:
