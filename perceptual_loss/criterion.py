@@ -430,9 +430,9 @@ class CombinedLoss(nn.Module):
         n = pred.shape[0]
         total = pred.new_zeros((), dtype=torch.promote_types(pred.dtype, torch.float32))
         parts: dict[str, Tensor] = {}
+        if self.check_inputs:  # once, on the whole tensors: the slices are parts of them
+            check_range(pred, target, self.input_range, self._warned)
         if self.pixel_weights:
-            if self.check_inputs:
-                check_range(pred, target, self.input_range, self._warned)
             whole = pred.flatten(1, 2), target.flatten(1, 2)  # (N, C*T, H, W): the same per-sample means
             total, parts = self._weighted(*whole, None, features=False)
         if not (self.comparisons or self.tv_weight):
@@ -444,7 +444,7 @@ class CombinedLoss(nn.Module):
                 p, split, _ = split_channels(p, t, None)
                 assert split is not None
                 t = split
-            checked = self._check(p, t)
+            checked = self._check(p, t, check_values=False)
             dim_total, dim_parts = self._weighted(*checked, None, pixels=False)
             total = total + dim_total
             for name, value in dim_parts.items():
@@ -506,7 +506,8 @@ class CombinedLoss(nn.Module):
             values["tv"] = total_variation(pred, mask)
         return values
 
-    def _check(self, pred: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _check(self, pred: Tensor, target: Tensor | None, check_values: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Metadata always; values (the range, one host read) with ``check_inputs`` unless ``check_values=False``."""
         uncached = [t for t in self._target_terms if t not in self._cached]
         if target is None:
             if uncached:
@@ -522,7 +523,7 @@ class CombinedLoss(nn.Module):
             check_module_compatible(
                 pred, pred if target is None else target, self._extractor(next(iter(self._views))).scale
             )
-        if self.check_inputs:
+        if self.check_inputs and check_values:
             check_range(pred, target, self.input_range, self._warned)
         return pred, target
 

@@ -10,19 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses._base import Reduction, check_reduction, reduce
-
-
-def _float_pair(pred: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor]:
-    for label, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}: {label} must be a floating-point (N, C, H, W) tensor; got {shape}.")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"{name}: pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}."
-        )
-    dtype = torch.promote_types(pred.dtype, torch.float32)
-    return pred.to(dtype), target.to(dtype)
+from .validation import float_pair
 
 
 def _patch_spectra(x: Tensor, patch_factor: int) -> Tensor:
@@ -57,7 +45,7 @@ def focal_frequency_distance(
     if not (isinstance(patch_factor, int) and patch_factor >= 1):
         raise ValueError(f"patch_factor must be a positive int; got {patch_factor!r}.")
     with torch.autocast(pred.device.type, enabled=False):
-        p, t = _float_pair(pred, target, "focal frequency loss")
+        p, t = float_pair(pred, target, "focal frequency loss")
         if p.shape[-2] % patch_factor or p.shape[-1] % patch_factor:
             raise ValueError(
                 f"patch_factor={patch_factor} must divide the image's height and width; got {p.shape[-2]}x{p.shape[-1]}."
@@ -91,7 +79,7 @@ def fft_distance(pred: Tensor, target: Tensor, norm: str = "backward") -> Tensor
     if norm not in ("backward", "ortho", "forward"):
         raise ValueError(f"norm must be 'backward', 'ortho' or 'forward' (torch.fft's); got {norm!r}.")
     with torch.autocast(pred.device.type, enabled=False):
-        p, t = _float_pair(pred, target, "FFT loss")
+        p, t = float_pair(pred, target, "FFT loss")
         diff = torch.view_as_real(torch.fft.rfft2(p, norm=norm) - torch.fft.rfft2(t, norm=norm))
         return diff.abs().flatten(1).mean(1)
 

@@ -87,7 +87,9 @@ class Slicing:
             ValueError: ``per_sample`` is larger than ``count``, or ``ratio`` draws no slice.
         """
         total = batch * count
-        draw_on = generator.device if generator is not None else torch.device("cpu")
+        # With a generator: on its device (its stream decides the slices); without one, where the
+        # indices are used (no copy per call).
+        draw_on = generator.device if generator is not None else (device or torch.device("cpu"))
         if total == 0:  # an empty batch: nothing to draw
             return torch.zeros(0, dtype=torch.long, device=draw_on if device is None else device)
         if self.per_sample is not None:
@@ -111,6 +113,12 @@ class Slicing:
         else:
             index = torch.arange(total, device=draw_on)
         return index if device is None else index.to(device)
+
+
+def check_generator(generator: object, option: str) -> None:
+    """``generator`` is ``None`` or a ``torch.Generator``; otherwise a ``TypeError`` naming ``option``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{option} must be a torch.Generator or None; got {type(generator).__name__}.")
 
 
 def take_slices(x: Tensor, dim: int, index: Tensor) -> Tensor:
@@ -220,8 +228,7 @@ class SlicedLoss(nn.Module):
         super().__init__()
         if not callable(loss):
             raise TypeError(f"loss must be a loss module or function of (pred, target); got {type(loss).__name__}.")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}.")
+        check_generator(generator, "generator")
         self.loss = loss
         self.slicing = Slicing(tuple(dims), ratio, per_sample)
         self.generator = generator

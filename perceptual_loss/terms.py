@@ -12,7 +12,6 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .adversarial import ADVERSARIAL_KINDS
@@ -27,7 +26,7 @@ from .losses import (
 )
 from .losses.options import VIEW_OPTIONS
 from .losses.perceptual import preset_arguments
-from .sliced import VOLUME_DIMS, Slicing
+from .sliced import VOLUME_DIMS, Slicing, check_generator
 from .structural import MS_SSIM_WEIGHTS
 from .structural import ms_ssim as ms_ssim_index
 from .structural import ssim as ssim_index
@@ -161,9 +160,7 @@ def parse_slices(config: Mapping[str, Any]) -> Slicing:
     unknown = set(config) - {"dims", "ratio", "per_sample", "generator"}
     if unknown:
         raise TypeError(f"Unknown slices option(s) {sorted(unknown)}; valid: dims, ratio, per_sample, generator.")
-    generator = config.get("generator")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"slices['generator'] must be a torch.Generator; got {type(generator).__name__}.")
+    check_generator(config.get("generator"), "slices['generator']")
     return Slicing(tuple(config.get("dims", VOLUME_DIMS)), config.get("ratio"), config.get("per_sample"))
 
 

@@ -81,6 +81,23 @@ def _check_volume(x: Tensor, name: str, spec: InputSpec) -> Tensor:
     return x
 
 
+def float_pair(pred: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """A pair of ``(N, C, H, W)`` float images of one shape, any ``C`` (the pixel-domain losses'
+    check), as float32 (float64 stays) copies; errors are prefixed with ``name``."""
+    for label, x in (("pred", pred), ("target", target)):
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name}: {label} must be a 4-D (N, C, H, W) tensor; got {shape}.")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: {label} has dtype {x.dtype}; expected floating-point images.")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{name}: pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    return pred.to(dtype), target.to(dtype)
+
+
 def check_channels_each(pred: Tensor, target: Tensor, spec: InputSpec = IMAGES) -> None:
     """``channels="each"`` needs 4-D pairs (5-D for a 3-D trunk) with one channel count (its
     metadata checks, before the split)."""

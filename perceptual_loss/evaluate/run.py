@@ -386,9 +386,10 @@ class _Scoring:
         alone = max(a.shape[-2:]) > TILE  # a large image: one pair at a time
         values: dict[str, list[float]] = {}
         missing: dict[str, str] = {}  # metric -> why it could not be computed for these pairs
+        pixels: list[tuple[Tensor, Tensor]] = []  # PSNR's and SSIM's view of the pair, made once
         for metric in self.metrics:
             try:
-                values[metric] = self._metric(metric, a, b, joint, alone).tolist()
+                values[metric] = self._metric(metric, a, b, joint, alone, pixels).tolist()
             except ValueError as error:  # e.g. smaller than LPIPS', DISTS', SSIM's or MS-SSIM's minimum size
                 missing[metric] = str(error)
         if not values:
@@ -405,8 +406,11 @@ class _Scoring:
             rows.append(row)
         return rows
 
-    def _metric(self, metric: str, a: Tensor, b: Tensor, joint: bool, alone: bool) -> Tensor:
-        """One metric of the batch ``(a, b)``, ``(N,)``."""
+    def _metric(
+        self, metric: str, a: Tensor, b: Tensor, joint: bool, alone: bool, pixels: list[tuple[Tensor, Tensor]]
+    ) -> Tensor:
+        """One metric of the batch ``(a, b)``, ``(N,)``; ``pixels`` keeps the luma/cropped pair
+        the pixel metrics share once it is made."""
         network = self.networks.get(metric)
         if network is not None:
             if joint:
@@ -414,8 +418,10 @@ class _Scoring:
             if alone:
                 return torch.cat([network(a[i : i + 1], b[i : i + 1]) for i in range(len(a))])
             return network(a, b)
-        ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
-        ya, yb = crop_border(ya, self.crop), crop_border(yb, self.crop)
+        if not pixels:
+            ya, yb = (rgb_to_y(a), rgb_to_y(b)) if self.y_channel else (a, b)
+            pixels.append((crop_border(ya, self.crop), crop_border(yb, self.crop)))
+        ya, yb = pixels[0]
         if metric == "psnr":
             return psnr(ya, yb)
         if metric == "ssim":
