@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .losses._base import Reduction, check_reduction, reduce
-from .validation import RANGE_TOLERANCE
+from .validation import RANGE_TOLERANCE, float_pair
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """MS-SSIM's scale weights (Wang et al. 2003), finest first."""
@@ -44,14 +44,19 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = tor
 
 @functools.lru_cache(maxsize=32)
 def _cached_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """:func:`gaussian_window` on ``device``, made once per setting (no per-call allocation or copy)."""
-    return gaussian_window(size, sigma, dtype).to(device)
+    """:func:`gaussian_window` on ``device``, made once per setting (no per-call allocation or copy);
+    a normal tensor even when first asked for under ``torch.inference_mode`` (the evaluator), so
+    autograd may use it later."""
+    with torch.inference_mode(False):
+        return gaussian_window(size, sigma, dtype).to(device)
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_exponents(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """MS-SSIM's scale weights as a ``(scales, 1, 1)`` tensor on ``device``, made once per setting."""
-    return torch.tensor(weights, dtype=dtype).view(-1, 1, 1).to(device)
+    """MS-SSIM's scale weights as a ``(scales, 1, 1)`` tensor on ``device``, made once per setting
+    (a normal tensor, as :func:`_cached_window`)."""
+    with torch.inference_mode(False):
+        return torch.tensor(weights, dtype=dtype).view(-1, 1, 1).to(device)
 
 
 def _local_statistics(x: Tensor, y: Tensor, window: Tensor) -> tuple[Tensor, ...]:
@@ -81,16 +86,7 @@ def _prepared(
     pred: Tensor, target: Tensor, win_size: int, sigma: float, name: str, scales: int = 1
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Checked float32+ copies of the pair (autocast off by the caller) and the window."""
-    for label, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}: {label} must be a 4-D (N, C, H, W) tensor; got {shape}.")
-        if not x.is_floating_point():
-            raise TypeError(f"{name}: {label} has dtype {x.dtype}; expected floating-point images.")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"{name}: pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}."
-        )
+    pred, target = float_pair(pred, target, name)
     if win_size < 1 or win_size % 2 == 0:
         raise ValueError(f"{name}: win_size must be a positive odd int; got {win_size}.")
     smallest = (win_size - 1) * 2 ** (scales - 1) + 1
@@ -100,8 +96,7 @@ def _prepared(
             f"{name} with {what} needs images of at least {smallest}x{smallest} pixels; got "
             f"{pred.shape[-2]}x{pred.shape[-1]}. Use larger images or a smaller win_size."
         )
-    dtype = torch.promote_types(pred.dtype, torch.float32)
-    return pred.to(dtype), target.to(dtype), _cached_window(win_size, float(sigma), dtype, pred.device)
+    return pred, target, _cached_window(win_size, float(sigma), pred.dtype, pred.device)
 
 
 def ssim(

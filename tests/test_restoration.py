@@ -71,6 +71,20 @@ def test_ssim_conventions_of_scikit_image_and_the_evaluator() -> None:
     assert (sample - population).abs().min() > 1e-7, "the two conventions differ"
 
 
+def test_a_first_call_under_inference_mode_leaves_training_calls_working() -> None:
+    """The window and the scale weights are made once; made first under inference mode (the
+    evaluator), they must still serve autograd afterwards."""
+    from perceptual_loss.structural import _cached_exponents, _cached_window
+
+    _cached_window.cache_clear(), _cached_exponents.cache_clear()
+    x, y = _pair((1, 3, 176, 176))
+    with torch.inference_mode():
+        SSIMLoss()(x, y), MSSSIMLoss()(x, y)
+    pred = x.clone().requires_grad_()
+    (SSIMLoss()(pred, y) + MSSSIMLoss()(pred, y)).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
 def test_ssim_edges_constant_images_autocast_and_masks() -> None:
     constant = torch.full((1, 3, 64, 64), 0.5, requires_grad=True)
     value = SSIMLoss()(constant, torch.zeros(1, 3, 64, 64))
