@@ -18,7 +18,6 @@ a few percent for the classic trunks (``bench/bench_memory.py --budgets`` shows 
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Sequence
@@ -26,8 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-
-logger = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30})

@@ -186,9 +186,7 @@ def _check_data_range(pred: Tensor, target: Tensor, data_range: float, name: str
 
 
 class _StructuralLoss(nn.Module):
-    """``1 - index`` with the shared arguments; subclasses name the index."""
-
-    name = "SSIM"
+    """``1 - index`` with the shared arguments of :class:`SSIMLoss` and :class:`MSSSIMLoss`."""
 
     def __init__(
         self,
@@ -269,8 +267,6 @@ class MSSSIMLoss(_StructuralLoss):
         >>> round(float(loss(x, x)), 6)
         0.0
     """
-
-    name = "MS-SSIM"
 
     def __init__(
         self, weights: Sequence[float] = MS_SSIM_WEIGHTS, **kwargs: float | str | bool | tuple[float, float]
